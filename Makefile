@@ -1,0 +1,45 @@
+# One command per job, each setting up what it needs on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: help setup demo test lint typecheck unit slow bench clean
+
+help:
+	@echo "make demo   set up, build the demo channel and mirror it (config/demo.yaml)"
+	@echo "make test   set up, then ruff, mypy and the test suite (what CI runs)"
+	@echo "make slow   the slow tests too"
+	@echo "make bench  benchmarks (see docs/benchmarks.md)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf build/demo-channel
+	$(BIN)/python -m mirror_engine.demo build/demo-channel
+	$(BIN)/python -m mirror_engine run config/demo.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest -q
+
+slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,151 @@
+"""The command line: argparse parser built by one function; the only place that prints an error and exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from mirror_engine import __version__
+from mirror_engine.config import load_config
+from mirror_engine.destinations.local import LocalDestination
+from mirror_engine.engine import MirrorRun
+from mirror_engine.errors import MirrorError
+from mirror_engine.progress import LogReporter, NullReporter, Reporter, RichReporter
+from mirror_engine.summary import format_plan, format_summary
+
+log = logging.getLogger("mirror_engine")
+T = TypeVar("T")
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+DESCRIPTION = """\
+Mirror conda channels (Anaconda's pkgs/main, free, pro, r; conda-forge; private channels) into a
+channel of your own. The config file uses the keys of Anaconda's cas-mirror tool (dest_channel,
+channels, platforms, python_versions, license_blacklist, blacklist, whitelist, pkg_list, mirror_dir)
+plus a few of ours (concurrency, retries, timeouts); see config/*.yaml and docs/.
+"""
+
+EPILOG = """\
+exit status: 0 everything mirrored; 1 some files or subdirs failed (listed at the end);
+2 bad config or usage; 3 internal error; 130 interrupted (run again to resume).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own exit code for usage errors is 2, as is ours
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mirror-engine",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mirror_engine {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    run = commands.add_parser(
+        "run",
+        help="mirror the channels a config file names",
+        description="Mirror the channels CONFIG names into <mirror_dir>/<dest_channel>/<subdir>/. Files "
+        "already there with the right sha256 are kept; each subdir's repodata.json is published only after "
+        "its files are verified; files no longer selected are deleted after that.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
+    run.add_argument("--dry-run", action="store_true", help="print what would be fetched and deleted; write nothing")
+    run.add_argument("-v", "--verbose", action="store_true", help="log every retry and file; tracebacks on errors")
+    run.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the final summary")
+    run.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log", "none"),
+        default="auto",
+        help="live progress: a bar on a terminal, periodic log lines otherwise (default: auto)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    _setup_logging(args.verbose, args.quiet, console)
+    try:
+        return _run(args, console)
+    except MirrorError as error:
+        log.debug("failed", exc_info=True)
+        print(f"mirror-engine: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("mirror-engine: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # a bug: one line for the user, the traceback for the debug log
+        log.debug("internal error", exc_info=True)
+        print(f"mirror-engine: internal error: {type(error).__name__}: {error} (run with -v for details)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INTERNAL
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    config = load_config(args.config)
+    names = list(config.channel_urls)
+    reporter = _reporter(args.progress, names, console, dry_run=args.dry_run)
+    destination = LocalDestination(config.channel_dir)
+    mirror = MirrorRun(config, destination, reporter)
+    try:
+        summary = _run_async(mirror.run(dry_run=args.dry_run))
+    finally:
+        reporter.close()
+    if args.dry_run:
+        print(format_plan(summary, mirror.stale))
+        return EXIT_OK
+    print(format_summary(summary))
+    print(f"mirror: {config.channel_dir}")
+    return summary.exit_code
+
+
+def _reporter(choice: str, names: list[str], console: Console, *, dry_run: bool) -> Reporter:
+    if dry_run or choice == "none":
+        return NullReporter()
+    if choice == "bar" or (choice == "auto" and console.is_terminal):
+        return RichReporter(names, console)
+    return LogReporter()
+
+
+def _run_async(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is not built for every platform; asyncio's own loop is only slower
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _setup_logging(verbose: bool, quiet: bool, console: Console) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("mirror_engine")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if not verbose:
+        handler.addFilter(_no_tracebacks)
+
+
+def _no_tracebacks(record: logging.LogRecord) -> bool:
+    record.exc_info = None
+    return True

@@ -1,0 +1,260 @@
+"""YAML -> frozen, validated MirrorConfig; the only module that ever sees YAML.
+
+The keys and their meaning are those of the reference tool (cas-sync), so its configs run unchanged;
+the keys we add (concurrency, retries, timeouts) all have safe defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from pathlib import Path
+from typing import Annotated, Any, Self
+from urllib.parse import unquote, urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from mirror_engine.errors import ConfigError
+from mirror_engine.licenses import FAMILIES, normalize_family
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REMOTE_URL = "https://repo.continuum.io/"
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PYTHON_MINOR = re.compile(r"^\d+\.\d+$")
+
+
+def _as_text(value: object) -> object:
+    """YAML gives ints for `7zip`-free names like `2024`; every name key is text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _as_text_list(value: object) -> object:
+    """The reference's own examples write `license_blacklist: GPL`: a lone string is a one-item list."""
+    if value is None:
+        return []
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, list):
+        return [_as_text(item) for item in value]
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_as_text)]
+TextList = Annotated[tuple[str, ...], BeforeValidator(_as_text_list)]
+
+
+def _plain_name(value: str, what: str) -> str:
+    if not _PLAIN_NAME.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"{value!r} is not a plain {what} name (letters, digits, '-', '_', '.')")
+    return value
+
+
+class MirrorConfig(BaseModel):
+    """Every key the reference tool accepted, plus ours; typos fail loudly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- keys of the reference tool ---
+    dest_channel: Text = "anaconda"
+    remote_url: Text = DEFAULT_REMOTE_URL
+    channels: TextList | None = None
+    platforms: TextList | None = None
+    python_versions: TextList = ()
+    license_blacklist: TextList = ()
+    blacklist: TextList = ()
+    whitelist: TextList = ()
+    pkg_list: TextList = ()
+    mirror_dir: Path = Path("mirror")
+
+    # --- our keys ---
+    concurrency: int = Field(16, ge=1, le=512)
+    retries: int = Field(5, ge=0, le=100)
+    retry_backoff: float = Field(1.0, ge=0, le=600)
+    retry_backoff_max: float = Field(60.0, ge=0, le=3600)
+    connect_timeout: float = Field(30.0, gt=0, le=3600)
+    read_timeout: float = Field(60.0, gt=0, le=3600)
+
+    @field_validator("dest_channel")
+    @classmethod
+    def _dest_is_name(cls, value: str) -> str:
+        return _plain_name(value, "channel")
+
+    @field_validator("remote_url")
+    @classmethod
+    def _remote_is_http(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms_are_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must list at least one platform, or be left out to mirror all of them")
+        for index, item in enumerate(value):
+            try:
+                _plain_name(item, "platform")
+            except ValueError as exc:
+                raise ValueError(f"[{index}]: {exc}") from None
+        return value
+
+    @field_validator("python_versions")
+    @classmethod
+    def _python_minors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, item in enumerate(value):
+            if not _PYTHON_MINOR.fullmatch(item):
+                raise ValueError(f"[{index}]: {item!r} is not a Python version such as 3.10 (major.minor)")
+        return value
+
+    @field_validator("license_blacklist")
+    @classmethod
+    def _license_families(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        families = []
+        for index, item in enumerate(value):
+            family = normalize_family(item)
+            if family is None:
+                raise ValueError(
+                    f"[{index}]: {item!r} is not a license family; use one of {', '.join(FAMILIES)}"
+                )
+            families.append(family)
+        return tuple(families)
+
+    @field_validator("blacklist", "whitelist", "pkg_list")
+    @classmethod
+    def _names_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, item in enumerate(value):
+            if not item.strip():
+                raise ValueError(f"[{index}]: an empty package name")
+        return tuple(item.strip() for item in value)
+
+    @field_validator("channels")
+    @classmethod
+    def _channels_resolve(cls, value: tuple[str, ...] | None, info: ValidationInfo) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must list at least one channel, or be left out for the defaults")
+        base_dir = _base_dir(info)
+        return tuple(_resolve_channel(item, index, base_dir) for index, item in enumerate(value))
+
+    @field_validator("mirror_dir")
+    @classmethod
+    def _mirror_dir_resolves(cls, value: Path, info: ValidationInfo) -> Path:
+        return (_base_dir(info) / value.expanduser()).resolve()
+
+    @model_validator(mode="after")
+    def _pkg_list_stands_alone(self) -> Self:
+        if self.pkg_list:
+            for other in ("blacklist", "whitelist", "license_blacklist"):
+                if getattr(self, other):
+                    raise ValueError(f"pkg_list: cannot be combined with {other}; pkg_list stands alone")
+        return self
+
+    @property
+    def channel_urls(self) -> tuple[str, ...]:
+        """The channels to read, with the reference's default of free/ and pro/ under remote_url."""
+        if self.channels is not None:
+            return self.channels
+        return (f"{self.remote_url}pkgs/free/", f"{self.remote_url}pkgs/pro/")
+
+    @property
+    def channel_dir(self) -> Path:
+        return self.mirror_dir / self.dest_channel
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    context = info.context or {}
+    base = context.get("base_dir")
+    return base if isinstance(base, Path) else Path.cwd()
+
+
+def _resolve_channel(item: str, index: int, base_dir: Path) -> str:
+    """Normalise one `channels` entry to an http(s):// or file:// URL ending in '/'."""
+    parts = urlsplit(item)
+    if parts.scheme in ("http", "https"):
+        if not parts.netloc:
+            raise ValueError(f"[{index}]: {item!r} has no host")
+        return item if item.endswith("/") else item + "/"
+    if parts.scheme == "file":
+        path = Path(unquote(parts.path))
+    elif parts.scheme and len(parts.scheme) > 1:  # one letter is a Windows drive, not a scheme
+        raise ValueError(f"[{index}]: {item!r}: unsupported scheme {parts.scheme!r}; use https://, file:// or a path")
+    else:
+        path = base_dir / Path(item).expanduser()
+    path = path.resolve()
+    if not path.is_dir():
+        raise ValueError(f"[{index}]: local channel {str(path)!r} does not exist or is not a folder")
+    return path.as_uri() + "/"
+
+
+class _TextFloatLoader(yaml.SafeLoader):
+    """SafeLoader that keeps float-looking scalars as text: `python_versions: [3.10]` means 3.10, not 3.1."""
+
+
+_TextFloatLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_config(path: Path) -> MirrorConfig:
+    """Read and validate a config file; any problem becomes a one-line ConfigError naming the key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "(file)", f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = yaml.load(text, Loader=_TextFloatLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(path, where, f"not valid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, "(top level)", "must be a mapping of keys such as channels: and platforms:")
+    config = parse_config(data, path)
+    if config.whitelist and not (config.blacklist or config.license_blacklist):
+        log.warning("%s: whitelist has no effect without blacklist or license_blacklist", path)
+    return config
+
+
+def parse_config(data: dict[str, Any], path: Path) -> MirrorConfig:
+    try:
+        return MirrorConfig.model_validate(data, context={"base_dir": path.parent.resolve()})
+    except ValidationError as exc:
+        raise _to_config_error(exc, path) from None
+
+
+def _to_config_error(exc: ValidationError, path: Path) -> ConfigError:
+    err = exc.errors()[0]  # one line: the first problem
+    loc = [part for part in err["loc"] if part not in ("function-after", "function-before")]
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if message.startswith("[") or (not loc and ": " in message):  # the validator named the key itself
+        named, _, message = message.partition(": ")
+        key += named
+    if err["type"] == "extra_forbidden":
+        known = list(MirrorConfig.model_fields)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        message = "unknown key" + (f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}")
+    elif err["type"] in ("int_parsing", "float_parsing", "int_type", "float_type", "string_type", "tuple_type"):
+        message += f", got {err['input']!r}"
+    return ConfigError(path, key or "(top level)", message)

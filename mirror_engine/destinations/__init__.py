@@ -1,0 +1,1 @@
+"""Where a mirror is written: one interface, one implementation per kind of store."""

@@ -1,0 +1,131 @@
+"""A channel in a local folder: temp file, fsync, rename; an exclusive lock so two runs never interleave."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from mirror_engine.errors import DestinationError, destination_error
+from mirror_engine.repodata import is_package_filename
+
+log = logging.getLogger(__name__)
+TEMP_SUFFIX = ".part"
+LOCK_NAME = ".mirror_engine.lock"
+
+
+class LocalDestination:
+    def __init__(self, channel_dir: Path) -> None:
+        self.channel_dir = channel_dir
+        self._lock: IO[bytes] | None = None
+
+    @property
+    def display(self) -> str:
+        return str(self.channel_dir)
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        with _os_errors(self.channel_dir):
+            self.channel_dir.mkdir(parents=True, exist_ok=True)
+            lock = (self.channel_dir / LOCK_NAME).open("ab")
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise DestinationError(f"{self.channel_dir}: another mirror_engine run is writing here") from None
+        self._lock = lock
+        removed = sum(_remove_temps(entry) for entry in self.channel_dir.iterdir() if entry.is_dir())
+        if removed:
+            log.info("%s: removed %d temporary files left by an interrupted run", self.channel_dir, removed)
+
+    async def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing releases the flock
+            self._lock = None
+
+    async def listing(self, subdir: str) -> dict[str, int]:
+        return await asyncio.to_thread(self._listing, self.channel_dir / subdir)
+
+    @staticmethod
+    def _listing(folder: Path) -> dict[str, int]:
+        if not folder.is_dir():
+            return {}
+        with _os_errors(folder):
+            return {
+                entry.name: entry.stat().st_size
+                for entry in os.scandir(folder)
+                if entry.is_file() and is_package_filename(entry.name)
+            }
+
+    def temp_path(self, subdir: str, filename: str) -> Path:
+        folder = self.channel_dir / subdir
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f".{filename}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+    def final_path(self, subdir: str, filename: str) -> Path | None:
+        return self.channel_dir / subdir / filename
+
+    async def commit(self, temp: Path, subdir: str, filename: str) -> None:
+        with _os_errors(temp):
+            os.replace(temp, self.channel_dir / subdir / filename)
+
+    async def write_index(self, subdir: str, name: str, data: bytes) -> None:
+        await asyncio.to_thread(self._write_atomically, self.channel_dir / subdir, name, data)
+
+    @staticmethod
+    def _write_atomically(folder: Path, name: str, data: bytes) -> None:
+        temp = folder / f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        with _os_errors(temp):
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                with temp.open("xb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                # The packages renamed before this index must be durable before the index names them.
+                _fsync_dir(folder)
+                os.replace(temp, folder / name)
+                _fsync_dir(folder)
+            finally:
+                temp.unlink(missing_ok=True)
+
+    async def delete(self, subdir: str, filenames: list[str]) -> None:
+        def unlink_all() -> None:
+            for filename in filenames:
+                with _os_errors(self.channel_dir / subdir / filename):
+                    (self.channel_dir / subdir / filename).unlink(missing_ok=True)
+
+        await asyncio.to_thread(unlink_all)
+
+
+def _remove_temps(folder: Path) -> int:
+    count = 0
+    for entry in folder.iterdir():
+        if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX):
+            entry.unlink(missing_ok=True)
+            count += 1
+    return count
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _os_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise destination_error(path, exc) from None

@@ -1,0 +1,226 @@
+"""One run of the mirror: discover subdirs, plan each, transfer on a worker pool, publish each subdir when done."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from mirror_engine.channel import Channel, ChannelReader
+from mirror_engine.config import MirrorConfig
+from mirror_engine.destinations.base import Destination
+from mirror_engine.errors import DestinationError, MirrorError
+from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, subdir_selected
+from mirror_engine.plan import SubdirPlan, Upstream, plan_subdir
+from mirror_engine.pool import run_pool
+from mirror_engine.progress import Reporter
+from mirror_engine.publish import publish_subdir, write_index
+from mirror_engine.retry import RetryPolicy, with_retries
+from mirror_engine.session import open_session
+from mirror_engine.summary import RunSummary
+from mirror_engine.transfer import Outcome, TransferItem, TransferResult, download, file_matches
+
+log = logging.getLogger(__name__)
+
+
+def rules_from_config(config: MirrorConfig) -> FilterRules:
+    return FilterRules.build(
+        platforms=config.platforms,
+        python_versions=config.python_versions,
+        license_blacklist=config.license_blacklist,
+        blacklist=config.blacklist,
+        whitelist=config.whitelist,
+        pkg_list=config.pkg_list,
+    )
+
+
+@dataclass(slots=True)
+class _SubdirJob:
+    """A planned subdir whose files are in flight; published when the last one is settled."""
+
+    plan: SubdirPlan
+    pending: int
+    verified: set[str] = field(default_factory=set)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def settle(self, result: TransferResult) -> None:
+        if result.outcome is not Outcome.FAILED:
+            self.verified.add(result.item.filename)
+        self.pending -= 1
+        if self.pending <= 0:
+            self.settled.set()
+
+
+class MirrorRun:
+    """Everything one run shares: config, session, destination, reporter, summary."""
+
+    def __init__(
+        self,
+        config: MirrorConfig,
+        destination: Destination,
+        reporter: Reporter,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.destination = destination
+        self.reporter = reporter
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.channels = [Channel(url) for url in config.channel_urls]
+        self.rules = rules_from_config(config)
+        self.policy = RetryPolicy(config.retries, config.retry_backoff, config.retry_backoff_max)
+        self.summary = RunSummary(channels=[channel.display for channel in self.channels], started=clock())
+        self.stale: dict[str, int] = {}
+
+    async def run(self, *, dry_run: bool = False) -> RunSummary:
+        async with open_session(self.config) as session:
+            reader = ChannelReader(session, self.policy, self.rng)
+            subdirs = await self._discover(reader)
+            if dry_run:
+                async for _ in self._plans(reader, subdirs, dry_run=True):
+                    pass
+            else:
+                await self.destination.open()
+                try:
+                    await self._mirror(session, reader, subdirs)
+                finally:
+                    await self.destination.close()
+        self.summary.finished = self.clock()
+        return self.summary
+
+    async def _discover(self, reader: ChannelReader) -> list[str]:
+        """The destination subdirs to plan, in order; noarch first since every client needs it."""
+        if self.config.platforms is not None:
+            wanted = [ALWAYS_MIRRORED_SUBDIR, *self.config.platforms]
+        else:
+            found = await asyncio.gather(*(reader.subdirs(channel) for channel in self.channels))
+            wanted = [subdir for subdirs in found for subdir in subdirs]
+        ordered = sorted(dict.fromkeys(wanted), key=lambda s: (s != ALWAYS_MIRRORED_SUBDIR, s))
+        return [subdir for subdir in ordered if subdir_selected(subdir, self.rules)]
+
+    async def _plans(
+        self, reader: ChannelReader, subdirs: list[str], *, dry_run: bool
+    ) -> AsyncIterator[SubdirPlan]:
+        for subdir in subdirs:
+            plan = await self._plan(reader, subdir, dry_run=dry_run)
+            if plan is not None:
+                yield plan
+
+    async def _plan(self, reader: ChannelReader, subdir: str, *, dry_run: bool) -> SubdirPlan | None:
+        fetched = await asyncio.gather(
+            *(reader.repodata(channel, subdir) for channel in self.channels), return_exceptions=True
+        )
+        upstreams: list[Upstream] = []
+        for index, (channel, result) in enumerate(zip(self.channels, fetched, strict=True)):
+            if isinstance(result, BaseException):
+                if not isinstance(result, MirrorError):
+                    raise result
+                # Publishing without this channel's records would drop its files from the mirror.
+                self.summary.subdir_failed(subdir, str(result))
+                return None
+            if result is not None:
+                upstreams.append(Upstream(index, channel.package_base(subdir, result.base_url), result))
+        if not upstreams:
+            if subdir != ALWAYS_MIRRORED_SUBDIR:
+                log.warning("platforms: no channel has a %s subdir", subdir)
+            return None
+        existing = {} if dry_run and not self.config.channel_dir.exists() else await self.destination.listing(subdir)
+        plan = await asyncio.to_thread(plan_subdir, subdir, upstreams, self.rules, existing)
+        self.summary.add_plan(plan)
+        self.stale[subdir] = len(plan.stale)
+        self.reporter.planned(plan)
+        return plan
+
+    async def _mirror(self, session: aiohttp.ClientSession, reader: ChannelReader, subdirs: list[str]) -> None:
+        async def handle(work_item: tuple[TransferItem, _SubdirJob]) -> None:
+            item, job = work_item
+            result = await self._transfer(session, item)
+            self.summary.add_result(result, self.clock())
+            self.reporter.finished_file(result)
+            job.settle(result)
+
+        try:
+            async with asyncio.TaskGroup() as publishers:
+
+                async def work() -> AsyncIterator[tuple[TransferItem, _SubdirJob]]:
+                    async for plan in self._plans(reader, subdirs, dry_run=False):
+                        job = _SubdirJob(plan, pending=len(plan.transfers))
+                        if job.pending == 0:
+                            job.settled.set()
+                        publishers.create_task(self._publish_when_settled(job))
+                        for item in plan.transfers:
+                            yield item, job
+
+                await run_pool(work(), handle, workers=self.config.concurrency)
+        except BaseExceptionGroup as group:
+            raise _first_mirror_error(group) or group from None
+        if ALWAYS_MIRRORED_SUBDIR not in self.summary.published:
+            await self._ensure_noarch()
+
+    async def _publish_when_settled(self, job: _SubdirJob) -> None:
+        await job.settled.wait()
+        deleted = await publish_subdir(self.destination, job.plan, job.verified)
+        self.summary.deleted[job.plan.subdir] = len(deleted)
+        self.summary.published.append(job.plan.subdir)
+        log.info("%s: published %d files, deleted %d", job.plan.subdir, len(job.verified), len(deleted))
+
+    async def _ensure_noarch(self) -> None:
+        """conda asks every channel for noarch/repodata.json: an empty one beats a 404."""
+        listing_path = self.destination.final_path(ALWAYS_MIRRORED_SUBDIR, "repodata.json")
+        if listing_path is None or not listing_path.exists():
+            await write_index(self.destination, ALWAYS_MIRRORED_SUBDIR, (), ())
+
+    async def _transfer(self, session: aiohttp.ClientSession, item: TransferItem) -> TransferResult:
+        final = self.destination.final_path(item.subdir, item.filename)
+        if item.check_existing and final is not None and await asyncio.to_thread(file_matches, final, item):
+            return TransferResult(item, Outcome.PRESENT)
+
+        async def attempt() -> None:
+            received = 0
+
+            def count(nbytes: int) -> None:
+                nonlocal received
+                received += nbytes
+                self.reporter.advanced(item.channel, nbytes)
+
+            try:
+                temp = self.destination.temp_path(item.subdir, item.filename)
+                await download(session, item, temp, count)
+                await self.destination.commit(temp, item.subdir, item.filename)
+            except MirrorError:
+                self.reporter.advanced(item.channel, -received)  # a retry starts the file again
+                raise
+
+        try:
+            await with_retries(
+                attempt,
+                self.policy,
+                sleep=asyncio.sleep,
+                rng=self.rng,
+                on_retry=lambda error, delay: log.warning("%s; retry in %.1fs", error, delay),
+            )
+        except DestinationError:
+            raise  # the destination is broken for every file: stop the run
+        except MirrorError as error:
+            log.error("%s", error)
+            return TransferResult(item, Outcome.FAILED, error=str(error))
+        return TransferResult(item, Outcome.DOWNLOADED, nbytes=item.size)
+
+
+def _first_mirror_error(group: BaseExceptionGroup[BaseException]) -> MirrorError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, MirrorError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_mirror_error(exc)
+            if found is not None:
+                return found
+    return None
+

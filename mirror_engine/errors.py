@@ -1,0 +1,95 @@
+"""The exception tree: every failure we expect, each with a one-line message for the user.
+
+    MirrorError                      retryable  exit_code
+    ├── ConfigError                  no         2   bad config file or command line
+    ├── UpstreamError                           1   the channel we read from
+    │   ├── HttpStatusError          5xx/429    1
+    │   ├── ConnectionFailed         yes        1   refused, reset, timed out
+    │   ├── ShortBody                yes        1   fewer (or more) bytes than promised
+    │   ├── ChecksumMismatch         yes        1   right length, wrong bytes
+    │   ├── BadRepodata              no         1   not JSON, not zstd, wrong shape
+    │   └── ChannelNotFound          no         1   no repodata at all for the channel
+    └── DestinationError                        1   where we write
+        ├── DiskFull                 no         1
+        └── UnsafePath               no         1   a file name that would escape its folder
+
+`str(exc)` is what the user reads: subject first (a config key, a URL, a path), then what is wrong.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import ClassVar
+
+
+class MirrorError(Exception):
+    """Anything we expect to go wrong; str() is the one line the user reads."""
+
+    retryable: ClassVar[bool] = False
+    exit_code: ClassVar[int] = 1
+
+
+class ConfigError(MirrorError):
+    exit_code = 2
+
+    def __init__(self, file: Path | str, key: str, problem: str) -> None:
+        super().__init__(f"{file}: {key}: {problem}")
+
+
+class UsageError(MirrorError):
+    exit_code = 2
+
+
+class UpstreamError(MirrorError):
+    pass
+
+
+class HttpStatusError(UpstreamError):
+    def __init__(self, url: str, status: int, reason: str = "", retry_after: float | None = None) -> None:
+        super().__init__(f"{url}: HTTP {status}{' ' + reason if reason else ''}")
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return self.status >= 500 or self.status in (408, 429)
+
+
+class ConnectionFailed(UpstreamError):
+    retryable = True
+
+
+class ShortBody(UpstreamError):
+    retryable = True
+
+
+class ChecksumMismatch(UpstreamError):
+    retryable = True
+
+
+class BadRepodata(UpstreamError):
+    pass
+
+
+class ChannelNotFound(UpstreamError):
+    pass
+
+
+class DestinationError(MirrorError):
+    pass
+
+
+class DiskFull(DestinationError):
+    pass
+
+
+class UnsafePath(DestinationError):
+    pass
+
+
+def destination_error(path: Path, exc: OSError) -> DestinationError:
+    """The one-line error for a failed write at `path`: a full disk is told apart from the rest."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"{path.parent}: no space left on the destination")
+    return DestinationError(f"{path}: {exc.strerror or exc}")

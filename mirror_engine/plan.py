@@ -1,0 +1,120 @@
+"""Pure: upstream records of a subdir + what the destination holds -> what to fetch, check, publish and delete."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from mirror_engine.filters import FilterRules, Verdict, judge
+from mirror_engine.repodata import Record, Repodata
+from mirror_engine.transfer import TransferItem
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One channel's index of the subdir being planned, and where its packages are downloaded from."""
+
+    channel: int  # position in the config's channels: the earlier channel wins a conflict
+    package_base: str  # URL ending in '/' that a filename is appended to
+    repodata: Repodata
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    filename: str
+    kept_channel: int
+    other_channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    filename: str
+    channel: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubdirPlan:
+    subdir: str
+    upstream: tuple[Repodata, ...]
+    wanted: Mapping[str, Record]  # filename -> the record we publish when its file is verified
+    transfers: tuple[TransferItem, ...]  # every wanted file: fetch it, or check the copy already there
+    existing: Mapping[str, int]  # package files in the destination when planned: name -> size
+    verdicts: Mapping[int, Counter[Verdict]] = field(default_factory=dict)  # per channel
+    conflicts: tuple[Conflict, ...] = ()
+    rejected: tuple[Rejected, ...] = ()
+
+    @property
+    def fetch_bytes(self) -> int:
+        return sum(item.size for item in self.transfers if not item.check_existing)
+
+    @property
+    def fetch_count(self) -> int:
+        return sum(1 for item in self.transfers if not item.check_existing)
+
+    @property
+    def check_count(self) -> int:
+        return sum(1 for item in self.transfers if item.check_existing)
+
+    @property
+    def stale(self) -> list[str]:
+        """Files in the destination that the new index will not name: deleted after it is published."""
+        return sorted(name for name in self.existing if name not in self.wanted)
+
+
+def plan_subdir(
+    subdir: str, upstreams: Sequence[Upstream], rules: FilterRules, existing: Mapping[str, int]
+) -> SubdirPlan:
+    """Filter each channel's records, merge channels (first one wins a filename), and pair with the destination."""
+    wanted: dict[str, Record] = {}
+    owner: dict[str, tuple[int, str | None]] = {}
+    transfers: list[TransferItem] = []
+    verdicts: dict[int, Counter[Verdict]] = {}
+    conflicts: list[Conflict] = []
+    rejected: list[Rejected] = []
+    for upstream in sorted(upstreams, key=lambda u: u.channel):
+        counts = verdicts.setdefault(upstream.channel, Counter())
+        for record in upstream.repodata.records:
+            verdict = judge(record, rules)
+            counts[verdict] += 1
+            if not verdict.kept:
+                continue
+            problem = record.unusable_because()
+            if problem is not None:
+                rejected.append(Rejected(record.filename, upstream.channel, problem))
+                continue
+            digest = record.sha256 or record.md5
+            if record.filename in owner:
+                kept_channel, kept_digest = owner[record.filename]
+                if kept_digest != digest:
+                    conflicts.append(Conflict(record.filename, kept_channel, upstream.channel))
+                continue
+            owner[record.filename] = (upstream.channel, digest)
+            wanted[record.filename] = record
+            transfers.append(_transfer(subdir, upstream, record, existing))
+    return SubdirPlan(
+        subdir=subdir,
+        upstream=tuple(u.repodata for u in sorted(upstreams, key=lambda u: u.channel)),
+        wanted=wanted,
+        transfers=tuple(transfers),
+        existing=dict(existing),
+        verdicts=verdicts,
+        conflicts=tuple(conflicts),
+        rejected=tuple(rejected),
+    )
+
+
+def _transfer(subdir: str, upstream: Upstream, record: Record, existing: Mapping[str, int]) -> TransferItem:
+    size = record.size or 0
+    return TransferItem(
+        url=upstream.package_base + quote(record.filename),
+        subdir=subdir,
+        filename=record.filename,
+        size=size,
+        sha256=record.sha256,
+        md5=record.md5 if record.sha256 is None else None,
+        channel=upstream.channel,
+        check_existing=existing.get(record.filename) == size,
+    )

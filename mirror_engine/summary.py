@@ -1,0 +1,135 @@
+"""What a run did, per channel and subdir, and how it is told to the user at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mirror_engine.plan import SubdirPlan
+from mirror_engine.transfer import Outcome, TransferResult
+
+
+@dataclass(slots=True)
+class Row:
+    """Counts for one channel's share of one destination subdir."""
+
+    selected: int = 0
+    to_fetch: int = 0
+    to_fetch_bytes: int = 0
+    present: int = 0
+    downloaded: int = 0
+    failed: int = 0
+    nbytes: int = 0
+    started: float | None = None
+    finished: float | None = None
+
+
+@dataclass(slots=True)
+class RunSummary:
+    channels: list[str]
+    started: float
+    finished: float | None = None
+    rows: dict[tuple[int, str], Row] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+    conflicts: list[str] = field(default_factory=list)
+    deleted: dict[str, int] = field(default_factory=dict)
+    published: list[str] = field(default_factory=list)
+
+    def row(self, channel: int, subdir: str) -> Row:
+        return self.rows.setdefault((channel, subdir), Row())
+
+    def add_plan(self, plan: SubdirPlan) -> None:
+        for channel in plan.verdicts:
+            self.row(channel, plan.subdir)
+        for item in plan.transfers:
+            row = self.row(item.channel, plan.subdir)
+            row.selected += 1
+            if not item.check_existing:
+                row.to_fetch += 1
+                row.to_fetch_bytes += item.size
+        for conflict in plan.conflicts:
+            self.conflicts.append(
+                f"{plan.subdir}/{conflict.filename}: {self.channels[conflict.other_channel]} differs from "
+                f"{self.channels[conflict.kept_channel]} (kept, listed first)"
+            )
+        for rejected in plan.rejected:
+            self.failures.append((f"{self.channels[rejected.channel]}{plan.subdir}/{rejected.filename}",
+                                  rejected.reason))  # fmt: skip
+
+    def add_result(self, result: TransferResult, now: float) -> None:
+        item = result.item
+        row = self.row(item.channel, item.subdir)
+        row.started = row.started if row.started is not None else now
+        row.finished = now
+        if result.outcome is Outcome.PRESENT:
+            row.present += 1
+        elif result.outcome is Outcome.DOWNLOADED:
+            row.downloaded += 1
+            row.nbytes += result.nbytes
+        else:
+            row.failed += 1
+            self.failures.append((f"{item.subdir}/{item.filename}", result.error))
+
+    def subdir_failed(self, subdir: str, reason: str) -> None:
+        self.failures.append((f"{subdir} (not published)", reason))
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+    @property
+    def downloaded_bytes(self) -> int:
+        return sum(row.nbytes for row in self.rows.values())
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / 1e6:,.1f} MB"
+
+
+def format_summary(summary: RunSummary) -> str:
+    elapsed = (summary.finished or summary.started) - summary.started
+    header = f"{'channel/subdir':<48} {'selected':>8} {'present':>8} {'fetched':>8} {'failed':>7} " \
+             f"{'bytes':>12} {'secs':>7} {'MB/s':>7}"  # fmt: skip
+    lines = [header, "-" * len(header)]
+    for (channel, subdir), row in sorted(summary.rows.items()):
+        secs = (row.finished - row.started) if row.started is not None and row.finished is not None else 0.0
+        rate = row.nbytes / secs / 1e6 if secs > 0 else 0.0
+        name = f"{summary.channels[channel].rstrip('/')}/{subdir}"
+        if len(name) > 48:
+            name = "…" + name[-47:]
+        lines.append(
+            f"{name:<48} {row.selected:>8} {row.present:>8} {row.downloaded:>8} {row.failed:>7} "
+            f"{_mb(row.nbytes):>12} {secs:>7.1f} {rate:>7.1f}"
+        )
+    total = summary.downloaded_bytes
+    rate = total / elapsed / 1e6 if elapsed > 0 else 0.0
+    lines.append(f"downloaded {_mb(total)} in {elapsed:.1f}s ({rate:.1f} MB/s); "
+                 f"published {', '.join(summary.published) or 'nothing'}")  # fmt: skip
+    deleted = ", ".join(f"{subdir}: {count}" for subdir, count in sorted(summary.deleted.items()) if count)
+    if deleted:
+        lines.append(f"deleted files no longer selected: {deleted}")
+    if summary.conflicts:
+        lines.append(f"{len(summary.conflicts)} file name conflict(s) between channels:")
+        lines.extend(f"  {conflict}" for conflict in summary.conflicts)
+    if summary.failures:
+        lines.append(f"{len(summary.failures)} failure(s):")
+        lines.extend(f"  {what}: {why}" for what, why in summary.failures)
+    return "\n".join(lines)
+
+
+def format_plan(summary: RunSummary, stale: dict[str, int]) -> str:
+    """The dry run's report: what a run would fetch and delete, without touching anything."""
+    header = f"{'channel/subdir':<48} {'selected':>8} {'to check':>8} {'to fetch':>8} {'bytes':>12}"
+    lines = [header, "-" * len(header)]
+    for (channel, subdir), row in sorted(summary.rows.items()):
+        name = f"{summary.channels[channel].rstrip('/')}/{subdir}"
+        lines.append(f"{name[-48:]:<48} {row.selected:>8} {row.selected - row.to_fetch:>8} "
+                     f"{row.to_fetch:>8} {_mb(row.to_fetch_bytes):>12}")  # fmt: skip
+    total = sum(row.to_fetch_bytes for row in summary.rows.values())
+    lines.append(f"would download {sum(r.to_fetch for r in summary.rows.values())} files, {_mb(total)}")
+    deleted = ", ".join(f"{subdir}: {count}" for subdir, count in sorted(stale.items()) if count)
+    if deleted:
+        lines.append(f"would delete files no longer selected: {deleted}")
+    if summary.conflicts:
+        lines.extend(f"conflict: {conflict}" for conflict in summary.conflicts)
+    lines.extend(f"problem: {what}: {why}" for what, why in summary.failures)
+    return "\n".join(lines)

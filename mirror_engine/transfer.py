@@ -1,0 +1,207 @@
+"""Fetch one file to a temporary name, counting bytes and hashing while it streams; verify before anything else.
+
+Work items and results are plain, picklable values so that transfers can move to other processes.
+aiohttp's exceptions are translated into ours here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+
+from mirror_engine.errors import (
+    ChecksumMismatch,
+    ConnectionFailed,
+    HttpStatusError,
+    ShortBody,
+    destination_error,
+)
+from mirror_engine.retry import parse_retry_after
+from mirror_engine.session import redact
+
+T = TypeVar("T")
+BLOCK = 1 << 20  # bytes handed to a thread at once: large enough that hashlib releases the GIL for long
+
+
+@dataclass(frozen=True, slots=True)
+class TransferItem:
+    """One package file to bring into the destination."""
+
+    url: str
+    subdir: str
+    filename: str
+    size: int
+    sha256: str | None
+    md5: str | None
+    channel: int  # position in the config's channels, for reporting
+    check_existing: bool = False  # a file of this size is there already: hash it before downloading
+
+
+class Outcome(StrEnum):
+    DOWNLOADED = "downloaded"
+    PRESENT = "present"  # already in the destination with the right size and hash
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    item: TransferItem
+    outcome: Outcome
+    nbytes: int = 0
+    error: str = ""
+
+
+class _Sink:
+    """A temporary file that hashes what it is given; runs in a worker thread."""
+
+    def __init__(self, path: Path, with_md5: bool) -> None:
+        self.path = path
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False) if with_md5 else None
+        self._file = _destination_call(path, lambda: open(path, "xb"))  # noqa: SIM115 - closed in finish/discard
+
+    def absorb(self, data: bytes) -> None:
+        self._sha256.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+        _destination_call(self.path, lambda: self._file.write(data))
+        self.size += len(data)
+
+    def finish(self) -> None:
+        def sync_and_close() -> None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+        _destination_call(self.path, sync_and_close)
+
+    def discard(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+    def check(self, item: TransferItem, source: str) -> None:
+        if self.size != item.size:
+            raise ShortBody(f"{source}: got {self.size} bytes, the record says {item.size}")
+        if item.sha256 is not None:
+            actual = self._sha256.hexdigest()
+            if actual != item.sha256:
+                raise ChecksumMismatch(f"{source}: sha256 {actual} does not match the record's {item.sha256}")
+        elif self._md5 is not None and (actual := self._md5.hexdigest()) != item.md5:
+            raise ChecksumMismatch(f"{source}: md5 {actual} does not match the record's {item.md5}")
+
+
+def _destination_call(path: Path, call: Callable[[], T]) -> T:
+    """Run a file operation on the destination, turning OSError into our one-line errors."""
+    try:
+        return call()
+    except OSError as exc:
+        raise destination_error(path, exc) from None
+
+
+async def download(
+    session: aiohttp.ClientSession,
+    item: TransferItem,
+    temp_path: Path,
+    on_bytes: Callable[[int], None],
+) -> None:
+    """Fetch `item` into `temp_path`, verified and fsynced; on any failure nothing is left behind."""
+    with_md5 = item.sha256 is None
+    if item.url.startswith("file://"):
+        source = Path(unquote(urlsplit(item.url).path))
+        await asyncio.to_thread(_copy_local, source, item, temp_path, with_md5)
+        on_bytes(item.size)
+        return
+    sink = await asyncio.to_thread(_Sink, temp_path, with_md5)
+    try:
+        await _stream(session, item, sink, on_bytes)
+        sink.check(item, redact(item.url))
+        await asyncio.to_thread(sink.finish)
+    except BaseException:
+        await asyncio.shield(asyncio.to_thread(sink.discard))
+        raise
+
+
+async def _stream(
+    session: aiohttp.ClientSession, item: TransferItem, sink: _Sink, on_bytes: Callable[[int], None]
+) -> None:
+    url = redact(item.url)
+    try:
+        async with session.get(item.url, headers={"Accept-Encoding": "identity"}) as response:
+            if response.status != 200:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
+                raise HttpStatusError(url, response.status, response.reason or "", retry_after)
+            promised = response.content_length
+            if promised is not None and promised != item.size:
+                raise ShortBody(f"{url}: server sends {promised} bytes, the record says {item.size}")
+            buffer = bytearray()
+            received = 0
+            async for chunk in response.content.iter_any():
+                received += len(chunk)
+                if received > item.size:
+                    raise ShortBody(f"{url}: more than the {item.size} bytes the record says")
+                buffer += chunk
+                if len(buffer) >= BLOCK:
+                    await asyncio.to_thread(sink.absorb, bytes(buffer))
+                    on_bytes(len(buffer))
+                    buffer.clear()
+            if buffer:
+                await asyncio.to_thread(sink.absorb, bytes(buffer))
+                on_bytes(len(buffer))
+    except aiohttp.ClientPayloadError as exc:
+        raise ShortBody(f"{url}: body cut short after {sink.size} bytes ({_first_line(exc)})") from None
+    except TimeoutError:
+        raise ConnectionFailed(f"{url}: stalled, no data within the read timeout") from None
+    except aiohttp.TooManyRedirects:
+        raise HttpStatusError(url, 310, "too many redirects") from None
+    except aiohttp.ClientError as exc:
+        raise ConnectionFailed(f"{url}: {_first_line(exc)}") from None
+
+
+def _copy_local(source: Path, item: TransferItem, temp_path: Path, with_md5: bool) -> None:
+    """Copy from a file:// channel, hashing as we go; one thread call for the whole file."""
+    sink = _Sink(temp_path, with_md5)
+    try:
+        try:
+            reader = source.open("rb")
+        except FileNotFoundError:
+            raise HttpStatusError(str(source), 404, "file not found") from None
+        with reader:
+            while block := reader.read(BLOCK):
+                sink.absorb(block)
+                if sink.size > item.size:
+                    break
+        sink.check(item, str(source))
+        sink.finish()
+    except BaseException:
+        sink.discard()
+        raise
+
+
+def file_matches(path: Path, item: TransferItem) -> bool:
+    """Whether the file at `path` is exactly the record's: size, then sha256 (md5 for old records)."""
+    try:
+        if path.stat().st_size != item.size:
+            return False
+        digest = hashlib.sha256() if item.sha256 is not None else hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as reader:
+            while block := reader.read(BLOCK):
+                digest.update(block)
+    except OSError:
+        return False
+    return digest.hexdigest() == (item.sha256 or item.md5)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0]
+
