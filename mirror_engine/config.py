@@ -129,9 +129,7 @@ class MirrorConfig(BaseModel):
         for index, item in enumerate(value):
             family = normalize_family(item)
             if family is None:
-                raise ValueError(
-                    f"[{index}]: {item!r} is not a license family; use one of {', '.join(FAMILIES)}"
-                )
+                raise ValueError(f"[{index}]: {item!r} is not a license family; use one of {', '.join(FAMILIES)}")
             families.append(family)
         return tuple(families)
 
@@ -220,7 +218,7 @@ def load_config(path: Path) -> MirrorConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, "(file)", f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        data = yaml.load(text, Loader=_TextFloatLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_TextFloatLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(file)"

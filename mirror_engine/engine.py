@@ -105,9 +105,7 @@ class MirrorRun:
         ordered = sorted(dict.fromkeys(wanted), key=lambda s: (s != ALWAYS_MIRRORED_SUBDIR, s))
         return [subdir for subdir in ordered if subdir_selected(subdir, self.rules)]
 
-    async def _plans(
-        self, reader: ChannelReader, subdirs: list[str], *, dry_run: bool
-    ) -> AsyncIterator[SubdirPlan]:
+    async def _plans(self, reader: ChannelReader, subdirs: list[str], *, dry_run: bool) -> AsyncIterator[SubdirPlan]:
         for subdir in subdirs:
             plan = await self._plan(reader, subdir, dry_run=dry_run)
             if plan is not None:
@@ -223,4 +221,3 @@ def _first_mirror_error(group: BaseExceptionGroup[BaseException]) -> MirrorError
             if found is not None:
                 return found
     return None
-

@@ -128,9 +128,7 @@ def parse_repodata(data: bytes, source: str) -> Repodata:
     return Repodata(info=info, records=tuple(records), removed=tuple(removed), extra=extra)
 
 
-def build_index(
-    subdir: str, upstream: Iterable[Repodata], records: Iterable[Record]
-) -> JsonObject:
+def build_index(subdir: str, upstream: Iterable[Repodata], records: Iterable[Record]) -> JsonObject:
     """The repodata a mirror publishes: the given upstream records unchanged, upstream's other keys kept.
 
     `info` and unknown top-level keys come from the first upstream index; `base_url` is dropped so

@@ -19,9 +19,7 @@ def open_session(config: MirrorConfig) -> aiohttp.ClientSession:
         limit_per_host=config.concurrency + 8,
         ttl_dns_cache=300,
     )
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
-    )
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,

@@ -204,4 +204,3 @@ def file_matches(path: Path, item: TransferItem) -> bool:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc) or type(exc).__name__).splitlines()[0]
-

@@ -1,0 +1,59 @@
+"""Shared test helpers: run the engine on a config dict, read back what it published."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from mirror_engine.config import MirrorConfig, parse_config
+from mirror_engine.destinations.local import LocalDestination
+from mirror_engine.engine import MirrorRun
+from mirror_engine.progress import NullReporter
+from mirror_engine.summary import RunSummary
+
+FAST = {"retry_backoff": 0.01, "retry_backoff_max": 0.05, "read_timeout": 2, "connect_timeout": 2}
+
+
+def make_config(config_dir: Path, **keys: Any) -> MirrorConfig:
+    return parse_config({**FAST, "mirror_dir": "mirror", **keys}, config_dir / "config.yaml")
+
+
+async def mirror(config: MirrorConfig, *, dry_run: bool = False) -> RunSummary:
+    run = MirrorRun(config, LocalDestination(config.channel_dir), NullReporter(), rng=random.Random(1))
+    return await run.run(dry_run=dry_run)
+
+
+def published(config: MirrorConfig, subdir: str) -> dict[str, Any]:
+    folder = config.channel_dir / subdir
+    doc: dict[str, Any] = json.loads((folder / "repodata.json").read_bytes())
+    from_zst = json.loads(
+        zstandard.ZstdDecompressor().decompressobj().decompress((folder / "repodata.json.zst").read_bytes())
+    )
+    assert from_zst == doc, "repodata.json.zst and repodata.json differ"
+    return doc
+
+
+def assert_index_sound(config: MirrorConfig, subdir: str, upstream: dict[str, Any]) -> dict[str, Any]:
+    """The invariant: every published record equals upstream's and names a file with its sha256."""
+    doc = published(config, subdir)
+    for section in ("packages", "packages.conda"):
+        for filename, record in doc[section].items():
+            assert record == upstream[section][filename]
+            data = (config.channel_dir / subdir / filename).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == record["sha256"]
+            assert len(data) == record["size"]
+    assert "base_url" not in doc["info"]
+    return doc
+
+
+def names(doc: dict[str, Any]) -> set[str]:
+    return {*doc["packages"], *doc["packages.conda"]}
+
+
+def leftovers(root: Path) -> list[Path]:
+    return [path for path in root.rglob("*.part")]
