@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	rm -rf build/demo-channel
+	rm -rf build/demo-channel build/demo-mirror
 	$(BIN)/python -m mirror_engine.demo build/demo-channel
 	$(BIN)/python -m mirror_engine run config/demo.yaml
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from mirror_engine import __version__
+from mirror_engine.channel import Channel
 from mirror_engine.config import load_config
 from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.engine import MirrorRun
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     config = load_config(args.config)
-    names = list(config.channel_urls)
+    names = [Channel(url).display for url in config.channel_urls]
     reporter = _reporter(args.progress, names, console, dry_run=args.dry_run)
     destination = LocalDestination(config.channel_dir)
     mirror = MirrorRun(config, destination, reporter)

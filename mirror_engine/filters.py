@@ -21,12 +21,13 @@ ALWAYS_MIRRORED_SUBDIR = "noarch"  # conda cannot install without it
 
 
 class Verdict(StrEnum):
+    # in the order the filters are evaluated
     KEPT = "kept"
-    RESCUED = "kept by whitelist"
     PYTHON = "dropped by python_versions"
     PKG_LIST = "not in pkg_list"
     LICENSE = "dropped by license_blacklist"
     BLACKLIST = "dropped by blacklist"
+    RESCUED = "put back by whitelist"
 
     @property
     def kept(self) -> bool:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
+from mirror_engine.filters import Verdict
 from mirror_engine.plan import SubdirPlan
 from mirror_engine.transfer import Outcome, TransferResult
 
@@ -33,13 +35,15 @@ class RunSummary:
     conflicts: list[str] = field(default_factory=list)
     deleted: dict[str, int] = field(default_factory=dict)
     published: list[str] = field(default_factory=list)
+    verdicts: Counter[Verdict] = field(default_factory=Counter)  # every record judged, all channels
 
     def row(self, channel: int, subdir: str) -> Row:
         return self.rows.setdefault((channel, subdir), Row())
 
     def add_plan(self, plan: SubdirPlan) -> None:
-        for channel in plan.verdicts:
+        for channel, counts in plan.verdicts.items():
             self.row(channel, plan.subdir)
+            self.verdicts.update(counts)
         for item in plan.transfers:
             row = self.row(item.channel, plan.subdir)
             row.selected += 1
@@ -104,6 +108,7 @@ def format_summary(summary: RunSummary) -> str:
     rate = total / elapsed / 1e6 if elapsed > 0 else 0.0
     lines.append(f"downloaded {_mb(total)} in {elapsed:.1f}s ({rate:.1f} MB/s); "
                  f"published {', '.join(summary.published) or 'nothing'}")  # fmt: skip
+    lines.extend(_filter_line(summary.verdicts))
     deleted = ", ".join(f"{subdir}: {count}" for subdir, count in sorted(summary.deleted.items()) if count)
     if deleted:
         lines.append(f"deleted files no longer selected: {deleted}")
@@ -126,6 +131,7 @@ def format_plan(summary: RunSummary, stale: dict[str, int]) -> str:
                      f"{row.to_fetch:>8} {_mb(row.to_fetch_bytes):>12}")  # fmt: skip
     total = sum(row.to_fetch_bytes for row in summary.rows.values())
     lines.append(f"would download {sum(r.to_fetch for r in summary.rows.values())} files, {_mb(total)}")
+    lines.extend(_filter_line(summary.verdicts))
     deleted = ", ".join(f"{subdir}: {count}" for subdir, count in sorted(stale.items()) if count)
     if deleted:
         lines.append(f"would delete files no longer selected: {deleted}")
@@ -133,3 +139,13 @@ def format_plan(summary: RunSummary, stale: dict[str, int]) -> str:
         lines.extend(f"conflict: {conflict}" for conflict in summary.conflicts)
     lines.extend(f"problem: {what}: {why}" for what, why in summary.failures)
     return "\n".join(lines)
+
+
+def _filter_line(verdicts: Counter[Verdict]) -> list[str]:
+    """What the filters did, in their order of evaluation: `filters: 3 dropped by python_versions, ...`."""
+    parts = [
+        f"{verdicts[verdict]} {verdict.value}"
+        for verdict in Verdict
+        if verdict is not Verdict.KEPT and verdicts[verdict]
+    ]
+    return [f"filters: {'; '.join(parts)}"] if parts else []
