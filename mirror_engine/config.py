@@ -53,7 +53,20 @@ def _as_text_list(value: object) -> object:
     return value
 
 
+def _as_seconds(value: object) -> object:
+    """Float-looking YAML stays text (see _TextFloatLoader); a number of seconds is parsed here."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number of seconds, got {value!r}")
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"expected a number of seconds, got {value!r}") from None
+    return value
+
+
 Text = Annotated[str, BeforeValidator(_as_text)]
+Seconds = Annotated[float, BeforeValidator(_as_seconds)]
 TextList = Annotated[tuple[str, ...], BeforeValidator(_as_text_list)]
 
 
@@ -78,15 +91,15 @@ class MirrorConfig(BaseModel):
     blacklist: TextList = ()
     whitelist: TextList = ()
     pkg_list: TextList = ()
-    mirror_dir: Path = Path("mirror")
+    mirror_dir: Path = Field(Path("mirror"), validate_default=True)  # resolved against the config's folder
 
     # --- our keys ---
-    concurrency: int = Field(16, ge=1, le=512)
-    retries: int = Field(5, ge=0, le=100)
-    retry_backoff: float = Field(1.0, ge=0, le=600)
-    retry_backoff_max: float = Field(60.0, ge=0, le=3600)
-    connect_timeout: float = Field(30.0, gt=0, le=3600)
-    read_timeout: float = Field(60.0, gt=0, le=3600)
+    concurrency: int = Field(16, ge=1, le=512, strict=True)
+    retries: int = Field(5, ge=0, le=100, strict=True)
+    retry_backoff: Seconds = Field(1.0, ge=0, le=600)
+    retry_backoff_max: Seconds = Field(60.0, ge=0, le=3600)
+    connect_timeout: Seconds = Field(30.0, gt=0, le=3600)
+    read_timeout: Seconds = Field(60.0, gt=0, le=3600)
 
     @field_validator("dest_channel")
     @classmethod
@@ -190,6 +203,8 @@ def _resolve_channel(item: str, index: int, base_dir: Path) -> str:
             raise ValueError(f"[{index}]: {item!r} has no host")
         return item if item.endswith("/") else item + "/"
     if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path:
+            raise ValueError(f"[{index}]: {item!r} is not a file:// URL of a folder; write file:///absolute/path")
         path = Path(unquote(parts.path))
     elif parts.scheme and len(parts.scheme) > 1:  # one letter is a Windows drive, not a scheme
         raise ValueError(f"[{index}]: {item!r}: unsupported scheme {parts.scheme!r}; use https://, file:// or a path")
@@ -202,7 +217,17 @@ def _resolve_channel(item: str, index: int, base_dir: Path) -> str:
 
 
 class _TextFloatLoader(yaml.SafeLoader):
-    """SafeLoader that keeps float-looking scalars as text: `python_versions: [3.10]` means 3.10, not 3.1."""
+    """SafeLoader that keeps float-looking scalars as text (`python_versions: [3.10]` means 3.10, not 3.1)
+    and refuses a key given twice, which plain YAML loaders silently resolve to the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _TextFloatLoader.yaml_implicit_resolvers = {
@@ -221,7 +246,7 @@ def load_config(path: Path) -> MirrorConfig:
         data = yaml.load(text, Loader=_TextFloatLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(file)"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(path, where, f"not valid YAML: {problem}") from None
     if data is None:

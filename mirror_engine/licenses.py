@@ -6,6 +6,7 @@ plus conda-build's `GPL CC MOZILLA NONE`. All are handled upper-case.
 
 from __future__ import annotations
 
+import functools
 import re
 
 FAMILIES: tuple[str, ...] = (
@@ -55,6 +56,7 @@ def normalize_family(text: str) -> str | None:
     return upper if upper in _FAMILY_SET else None
 
 
+@functools.lru_cache(maxsize=4096)
 def guess_family(license_text: str | None) -> str:
     """The family of a free-text or SPDX license, `OTHER` when nothing matches."""
     if not license_text:

@@ -69,7 +69,7 @@ def plan_subdir(
 ) -> SubdirPlan:
     """Filter each channel's records, merge channels (first one wins a filename), and pair with the destination."""
     wanted: dict[str, Record] = {}
-    owner: dict[str, tuple[int, str | None]] = {}
+    owner: dict[str, tuple[int, Record]] = {}
     transfers: list[TransferItem] = []
     verdicts: dict[int, Counter[Verdict]] = {}
     conflicts: list[Conflict] = []
@@ -85,13 +85,12 @@ def plan_subdir(
             if problem is not None:
                 rejected.append(Rejected(record.filename, upstream.channel, problem))
                 continue
-            digest = record.sha256 or record.md5
             if record.filename in owner:
-                kept_channel, kept_digest = owner[record.filename]
-                if kept_digest != digest:
+                kept_channel, kept = owner[record.filename]
+                if not _same_file(kept, record):
                     conflicts.append(Conflict(record.filename, kept_channel, upstream.channel))
                 continue
-            owner[record.filename] = (upstream.channel, digest)
+            owner[record.filename] = (upstream.channel, record)
             wanted[record.filename] = record
             transfers.append(_transfer(subdir, upstream, record, existing))
     return SubdirPlan(
@@ -104,6 +103,15 @@ def plan_subdir(
         conflicts=tuple(conflicts),
         rejected=tuple(rejected),
     )
+
+
+def _same_file(a: Record, b: Record) -> bool:
+    """Whether two records describe the same bytes, by the strongest hash both carry."""
+    if a.sha256 is not None and b.sha256 is not None:
+        return a.sha256 == b.sha256
+    if a.md5 is not None and b.md5 is not None:
+        return a.md5 == b.md5
+    return a.size == b.size
 
 
 def _transfer(subdir: str, upstream: Upstream, record: Record, existing: Mapping[str, int]) -> TransferItem:

@@ -7,6 +7,7 @@ dependency pins; the `pyXY` tag in its build string. `noarch: python` and open r
 
 from __future__ import annotations
 
+import functools
 import re
 
 from mirror_engine.repodata import Record
@@ -20,17 +21,31 @@ _PYTHON_DEPS = ("python", "python_abi")
 
 def record_python_minor(record: Record) -> str | None:
     if record.name.lower() == "python":
-        minor = _leading_minor(record.version)
-        return _text(minor) if minor else None
+        own = _leading_minor(record.version)
+        return _text(own) if own else None
     if record.raw.get("noarch") == "python":
         return None
     for dependency in record.depends:
-        name, _, spec = dependency.strip().partition(" ")
-        if name.lower() in _PYTHON_DEPS:
-            minor = pinned_minor(spec.strip().split(" ")[0])
-            if minor is not None:
-                return _text(minor)
-    match = _BUILD_TAG.search(record.build.lower())
+        if isinstance(dependency, str) and dependency[:6].lower() == "python":
+            pinned = _dependency_minor(dependency)
+            if pinned is not None:
+                return pinned
+    return _build_tag_minor(record.build)
+
+
+# A channel has hundreds of thousands of records but only a few hundred distinct python pins and
+# build strings repeat their tags: caching makes filtering conda-forge's linux-64 take a second, not ten.
+@functools.lru_cache(maxsize=4096)
+def _dependency_minor(dependency: str) -> str | None:
+    name, _, spec = dependency.strip().partition(" ")
+    if name.lower() not in _PYTHON_DEPS:
+        return None
+    minor = pinned_minor(spec.strip().split(" ")[0])
+    return _text(minor) if minor is not None else None
+
+
+def _build_tag_minor(build: str) -> str | None:
+    match = _BUILD_TAG.search(build.lower())
     return f"{match.group(1)}.{int(match.group(2))}" if match else None
 
 
@@ -74,7 +89,9 @@ def _constraint_bounds(constraint: str) -> tuple[Minor | None, Minor | None] | N
     minor = _leading_minor(version.rstrip("*").rstrip("."))
     if minor is None:
         return None
-    if operator in ("==", "=", "~="):
+    if operator == "~=":  # ~=3.8 allows 3.9 and later; ~=3.8.0 allows 3.8.* only
+        return (minor, minor if version.count(".") >= 2 else None)
+    if operator in ("==", "="):
         return (minor, minor)
     if operator in (">=", ">"):
         return (minor, None)

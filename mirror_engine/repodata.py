@@ -39,9 +39,10 @@ class Record:
         return str(self.raw.get("build", ""))
 
     @property
-    def depends(self) -> tuple[str, ...]:
+    def depends(self) -> list[object]:
+        """Upstream's list as it is (items unchecked): read for every record, so not copied."""
         value = self.raw.get("depends")
-        return tuple(item for item in value if isinstance(item, str)) if isinstance(value, list) else ()
+        return value if isinstance(value, list) else []
 
     @property
     def size(self) -> int | None:
@@ -95,10 +96,14 @@ class Repodata:
 
 
 def decompress_zst(data: bytes, source: str) -> bytes:
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
     try:
-        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        data = decompressor.decompress(data)
     except zstandard.ZstdError as exc:
         raise BadRepodata(f"{source}: not valid zstd: {exc}") from None
+    if not decompressor.eof:
+        raise BadRepodata(f"{source}: not valid zstd: the frame is cut short")
+    return data
 
 
 def parse_repodata(data: bytes, source: str) -> Repodata:

@@ -14,9 +14,9 @@ from tests.channel_server import ChannelServer
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def _wait_for(predicate: object, timeout: float = 20.0) -> None:
+async def _wait_for(predicate: object, limit: float = 20.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + limit
     while not predicate():  # type: ignore[operator]
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
