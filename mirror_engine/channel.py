@@ -16,7 +16,7 @@ import orjson
 from mirror_engine.errors import ChannelNotFound, ConnectionFailed, HttpStatusError, MirrorError
 from mirror_engine.repodata import Repodata, decompress_zst, parse_repodata
 from mirror_engine.retry import RetryPolicy, parse_retry_after, with_retries
-from mirror_engine.session import redact
+from mirror_engine.session import describe_error, redact
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class ChannelReader:
         except aiohttp.ClientPayloadError as exc:
             raise ConnectionFailed(f"{redact(url)}: body cut short: {exc}") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConnectionFailed(f"{redact(url)}: {_describe(exc)}") from None
+            raise ConnectionFailed(f"{redact(url)}: {describe_error(exc)}") from None
 
     async def repodata(self, channel: Channel, subdir: str) -> Repodata | None:
         """A subdir's index, preferring repodata.json.zst; None when the channel has no such subdir."""
@@ -147,7 +147,7 @@ class ChannelReader:
                         raise HttpStatusError(redact(url), response.status, response.reason or "")
                     return True
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise ConnectionFailed(f"{redact(url)}: {_describe(exc)}") from None
+                raise ConnectionFailed(f"{redact(url)}: {describe_error(exc)}") from None
 
         return await with_retries(head, self._policy, sleep=asyncio.sleep, rng=self._rng)
 
@@ -167,10 +167,3 @@ def _local_subdirs(root: Path) -> list[str]:
         for entry in root.iterdir()
         if entry.is_dir() and any((entry / name).is_file() for name in ("repodata.json", "repodata.json.zst"))
     )
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]

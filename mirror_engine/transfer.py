@@ -27,7 +27,7 @@ from mirror_engine.errors import (
     destination_error,
 )
 from mirror_engine.retry import parse_retry_after
-from mirror_engine.session import redact
+from mirror_engine.session import describe_error, redact
 
 T = TypeVar("T")
 BLOCK = 1 << 20  # bytes handed to a thread at once: large enough that hashlib releases the GIL for long
@@ -159,13 +159,13 @@ async def _stream(
                 await asyncio.to_thread(sink.absorb, bytes(buffer))
                 on_bytes(len(buffer))
     except aiohttp.ClientPayloadError as exc:
-        raise ShortBody(f"{url}: body cut short after {sink.size} bytes ({_first_line(exc)})") from None
+        raise ShortBody(f"{url}: body cut short after {sink.size} bytes ({describe_error(exc)})") from None
     except TimeoutError:
         raise ConnectionFailed(f"{url}: stalled, no data within the read timeout") from None
     except aiohttp.TooManyRedirects:
         raise HttpStatusError(url, 310, "too many redirects") from None
     except aiohttp.ClientError as exc:
-        raise ConnectionFailed(f"{url}: {_first_line(exc)}") from None
+        raise ConnectionFailed(f"{url}: {describe_error(exc)}") from None
 
 
 def _copy_local(source: Path, item: TransferItem, temp_path: Path, with_md5: bool) -> None:
@@ -200,7 +200,3 @@ def file_matches(path: Path, item: TransferItem) -> bool:
     except OSError:
         return False
     return digest.hexdigest() == (item.sha256 or item.md5)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc) or type(exc).__name__).splitlines()[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,15 @@ def test_usage_errors_exit_2_and_help_explains(tmp_path: Path) -> None:
     assert helped.returncode == 0
     for option in ("--dry-run", "--verbose", "--quiet", "--progress", "exit status"):
         assert option in helped.stdout
+
+
+def test_unreachable_channel_is_one_line_after_retries(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    (tmp_path / "c.yaml").write_text(f"channels: [http://127.0.0.1:{port}/c/]\nretries: 1\nretry_backoff: 0.01\n")
+    result = run_cli("run", "c.yaml", "-q", cwd=tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"mirror-engine: error: http://127.0.0.1:{port}/c/channeldata.json: cannot connect")
+    assert "Traceback" not in result.stderr
