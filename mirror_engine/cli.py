@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -20,7 +21,8 @@ from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.engine import MirrorRun
 from mirror_engine.errors import MirrorError
 from mirror_engine.progress import LogReporter, NullReporter, Reporter, RichReporter
-from mirror_engine.summary import format_plan, format_summary
+from mirror_engine.status import status_report
+from mirror_engine.summary import RunSummary, format_plan, format_summary
 
 log = logging.getLogger("mirror_engine")
 T = TypeVar("T")
@@ -66,14 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
     run.add_argument("--dry-run", action="store_true", help="print what would be fetched and deleted; write nothing")
-    run.add_argument("-v", "--verbose", action="store_true", help="log every retry and file; tracebacks on errors")
-    run.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the final summary")
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every file already in the mirror instead of trusting the journal; repair and report mismatches",
+    )
     run.add_argument(
         "--progress",
         choices=("auto", "bar", "log", "none"),
         default="auto",
         help="live progress: a bar on a terminal, periodic log lines otherwise (default: auto)",
     )
+    status = commands.add_parser(
+        "status",
+        help="what the last (or current) run did and has left, read from the journal; no network",
+        description="Print, from the journal beside the mirror, the last run's state and the files in each "
+        "state (published, verified, planned, downloading, failed) with their bytes, and the failures.",
+    )
+    status.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
+    for sub in (run, status):
+        sub.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
+        sub.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the final summary")
     return parser
 
 
@@ -87,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("failed", exc_info=True)
         print(f"mirror-engine: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C: out at once; the journal and the mirror stay consistent
         print("mirror-engine: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:  # a bug: one line for the user, the traceback for the debug log
@@ -99,12 +114,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     config = load_config(args.config)
+    if args.command == "status":
+        print(_run_async(status_report(config)))
+        return EXIT_OK
     names = [Channel(url).display for url in config.channel_urls]
     reporter = _reporter(args.progress, names, console, dry_run=args.dry_run)
     destination = LocalDestination(config.channel_dir)
-    mirror = MirrorRun(config, destination, reporter)
+    mirror = MirrorRun(config, destination, reporter, verify=args.verify)
     try:
-        summary = _run_async(mirror.run(dry_run=args.dry_run))
+        summary = _run_async(_until_signalled(mirror, dry_run=args.dry_run))
     finally:
         reporter.close()
     if args.dry_run:
@@ -113,6 +131,26 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     print(format_summary(summary))
     print(f"mirror: {config.channel_dir}")
     return summary.exit_code
+
+
+async def _until_signalled(mirror: MirrorRun, *, dry_run: bool) -> RunSummary:
+    """The first SIGINT or SIGTERM stops the run cleanly (summary, exit 130/143); a second one exits at once."""
+    loop = asyncio.get_running_loop()
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+
+    def on_signal(signum: signal.Signals) -> None:
+        log.warning("%s: stopping; in-flight files are abandoned, published subdirs stay", signum.name)
+        for each in stop_signals:
+            loop.remove_signal_handler(each)  # back to the defaults, so the next one ends us now
+        mirror.request_stop(signum.name)
+
+    for each in stop_signals:
+        loop.add_signal_handler(each, on_signal, each)
+    try:
+        return await mirror.run(dry_run=dry_run)
+    finally:
+        for each in stop_signals:
+            loop.remove_signal_handler(each)
 
 
 def _reporter(choice: str, names: list[str], console: Console, *, dry_run: bool) -> Reporter:

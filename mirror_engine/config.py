@@ -188,6 +188,11 @@ class MirrorConfig(BaseModel):
     def channel_dir(self) -> Path:
         return self.mirror_dir / self.dest_channel
 
+    @property
+    def state_dir(self) -> Path:
+        """Our own files beside the channels: the journal and the run locks."""
+        return self.mirror_dir / ".mirror_engine"
+
 
 def _base_dir(info: ValidationInfo) -> Path:
     context = info.context or {}

@@ -16,6 +16,8 @@ from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations.base import Destination
 from mirror_engine.errors import DestinationError, MirrorError
 from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, subdir_selected
+from mirror_engine.journal import Journal
+from mirror_engine.lock import RunLock
 from mirror_engine.plan import SubdirPlan, Upstream, plan_subdir
 from mirror_engine.pool import run_pool
 from mirror_engine.progress import Reporter
@@ -67,6 +69,8 @@ class MirrorRun:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        use_journal: bool = True,
+        verify: bool = False,
     ) -> None:
         self.config = config
         self.destination = destination
@@ -78,22 +82,72 @@ class MirrorRun:
         self.policy = RetryPolicy(config.retries, config.retry_backoff, config.retry_backoff_max)
         self.summary = RunSummary(channels=[channel.display for channel in self.channels], started=clock())
         self.stale: dict[str, int] = {}
+        self.use_journal = use_journal
+        self.verify = verify  # hash every file on disk instead of trusting the journal
+        self.journal: Journal | None = None
+        self._work: asyncio.Task[None] | None = None
+
+    def request_stop(self, reason: str) -> None:
+        """Stop taking work and abandon what is in flight (temp files removed); published subdirs stay."""
+        self.summary.interrupted_by = reason
+        if self._work is not None:
+            self._work.cancel()
 
     async def run(self, *, dry_run: bool = False) -> RunSummary:
         async with open_session(self.config) as session:
             reader = ChannelReader(session, self.policy, self.rng)
-            subdirs = await self._discover(reader)
             if dry_run:
-                async for _ in self._plans(reader, subdirs, dry_run=True):
-                    pass
-            else:
-                await self.destination.open()
+                self.journal = await self._open_journal(readonly=True)
                 try:
-                    await self._mirror(session, reader, subdirs)
+                    subdirs = await self._discover(reader)
+                    async for _ in self._plans(reader, subdirs, dry_run=True):
+                        pass
                 finally:
-                    await self.destination.close()
+                    await self._close_journal("")
+            else:
+                await self._run_locked(session, reader)
         self.summary.finished = self.clock()
         return self.summary
+
+    async def _run_locked(self, session: aiohttp.ClientSession, reader: ChannelReader) -> None:
+        lock = RunLock(self.config.state_dir / f"{self.config.dest_channel}.lock")
+        lock.acquire(str(self.config.channel_dir))
+        status = "failed"
+        try:
+            self.journal = await self._open_journal(readonly=False)
+            await self.destination.open()
+            self._work = asyncio.create_task(self._discover_and_mirror(session, reader))
+            try:
+                await self._work
+            except asyncio.CancelledError:
+                if self.summary.interrupted_by is None:
+                    raise
+            status = "interrupted" if self.summary.interrupted_by else "done" if not self.summary.failures else "failed"
+        finally:
+            await self.destination.close()
+            await self._close_journal(status)
+            lock.release()
+
+    async def _open_journal(self, *, readonly: bool) -> Journal | None:
+        if not self.use_journal:
+            return None
+        path = self.config.state_dir / "journal.sqlite"
+        if readonly:
+            return await Journal.open_readonly(path, self.config.dest_channel)
+        journal = await Journal.open(path, self.config.dest_channel)
+        await journal.begin_run()
+        return journal
+
+    async def _close_journal(self, status: str) -> None:
+        if self.journal is None:
+            return
+        if status:
+            await self.journal.finish_run(status, f"{len(self.summary.failures)} failure(s)")
+        await self.journal.close()
+
+    async def _discover_and_mirror(self, session: aiohttp.ClientSession, reader: ChannelReader) -> None:
+        subdirs = await self._discover(reader)
+        await self._mirror(session, reader, subdirs)
 
     async def _discover(self, reader: ChannelReader) -> list[str]:
         """The destination subdirs to plan, in order; noarch first since every client needs it."""
@@ -130,7 +184,10 @@ class MirrorRun:
                 log.warning("platforms: no channel has a %s subdir", subdir)
             return None
         existing = {} if dry_run and not self.config.channel_dir.exists() else await self.destination.listing(subdir)
-        plan = await asyncio.to_thread(plan_subdir, subdir, upstreams, self.rules, existing)
+        known = await self.journal.known(subdir) if self.journal is not None and not self.verify else {}
+        plan = await asyncio.to_thread(plan_subdir, subdir, upstreams, self.rules, existing, known)
+        if self.journal is not None and not dry_run:
+            self.journal.planned(subdir, ((item.filename, item.size) for item in plan.transfers))
         self.summary.add_plan(plan)
         self.stale[subdir] = len(plan.stale)
         self.reporter.planned(plan)
@@ -150,6 +207,7 @@ class MirrorRun:
                 async def work() -> AsyncIterator[tuple[TransferItem, _SubdirJob]]:
                     async for plan in self._plans(reader, subdirs, dry_run=False):
                         job = _SubdirJob(plan, pending=len(plan.transfers))
+                        job.verified.update(item.filename for item in plan.trusted)
                         if job.pending == 0:
                             job.settled.set()
                         publishers.create_task(self._publish_when_settled(job))
@@ -164,10 +222,12 @@ class MirrorRun:
 
     async def _publish_when_settled(self, job: _SubdirJob) -> None:
         await job.settled.wait()
-        deleted = await publish_subdir(self.destination, job.plan, job.verified)
-        self.summary.deleted[job.plan.subdir] = len(deleted)
+        published = await publish_subdir(self.destination, job.plan, job.verified)
+        if self.journal is not None:
+            await self.journal.published(job.plan.subdir, published.index_sha256, published.files, published.deleted)
+        self.summary.deleted[job.plan.subdir] = len(published.deleted)
         self.summary.published.append(job.plan.subdir)
-        log.info("%s: published %d files, deleted %d", job.plan.subdir, len(job.verified), len(deleted))
+        log.info("%s: published %d files, deleted %d", job.plan.subdir, published.files, len(published.deleted))
 
     async def _ensure_noarch(self) -> None:
         """conda asks every channel for noarch/repodata.json: an empty one beats a 404."""
@@ -178,7 +238,10 @@ class MirrorRun:
     async def _transfer(self, session: aiohttp.ClientSession, item: TransferItem) -> TransferResult:
         final = self.destination.final_path(item.subdir, item.filename)
         if item.check_existing and final is not None and await asyncio.to_thread(file_matches, final, item):
+            await self._journal_verified(item)
             return TransferResult(item, Outcome.PRESENT)
+        if self.journal is not None:
+            self.journal.downloading(item.subdir, item.filename)
 
         async def attempt() -> None:
             received = 0
@@ -208,8 +271,21 @@ class MirrorRun:
             raise  # the destination is broken for every file: stop the run
         except MirrorError as error:
             log.error("%s", error)
+            if self.journal is not None:
+                self.journal.failed(item.subdir, item.filename, str(error))
             return TransferResult(item, Outcome.FAILED, error=str(error))
+        await self._journal_verified(item)
         return TransferResult(item, Outcome.DOWNLOADED, nbytes=item.size)
+
+    async def _journal_verified(self, item: TransferItem) -> None:
+        """Record a verified file with the stat it has now, so later runs trust it without reading it."""
+        if self.journal is None:
+            return
+        stat = await self.destination.stat(item.subdir, item.filename)
+        if stat is not None:
+            await self.journal.verified(
+                item.subdir, item.filename, sha256=item.sha256, md5=item.md5, size=stat.size, mtime_ns=stat.mtime_ns
+            )
 
 
 def _first_mirror_error(group: BaseExceptionGroup[BaseException]) -> MirrorError | None:

@@ -11,6 +11,7 @@
     │   └── ChannelNotFound          no         1   no repodata at all for the channel
     └── DestinationError                        1   where we write
         ├── DiskFull                 no         1
+        ├── DestinationBusy          no         2   another run holds the lock
         └── UnsafePath               no         1   a file name that would escape its folder
 
 `str(exc)` is what the user reads: subject first (a config key, a URL, a path), then what is wrong.
@@ -82,6 +83,12 @@ class DestinationError(MirrorError):
 
 class DiskFull(DestinationError):
     pass
+
+
+class DestinationBusy(DestinationError):
+    """Another run holds the destination: a usage problem, not a failed mirror."""
+
+    exit_code = 2
 
 
 class UnsafePath(DestinationError):

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from mirror_engine.destinations.base import FileStat
 from mirror_engine.filters import FilterRules, Verdict, judge
 from mirror_engine.repodata import Record, Repodata
 from mirror_engine.transfer import TransferItem
@@ -19,6 +20,16 @@ class Upstream:
     channel: int  # position in the config's channels: the earlier channel wins a conflict
     package_base: str  # URL ending in '/' that a filename is appended to
     repodata: Repodata
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the journal vouches for about a file: its hash as verified, and the stat it had then."""
+
+    sha256: str | None
+    md5: str | None
+    size: int
+    mtime_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +51,9 @@ class SubdirPlan:
     subdir: str
     upstream: tuple[Repodata, ...]
     wanted: Mapping[str, Record]  # filename -> the record we publish when its file is verified
-    transfers: tuple[TransferItem, ...]  # every wanted file: fetch it, or check the copy already there
-    existing: Mapping[str, int]  # package files in the destination when planned: name -> size
+    transfers: tuple[TransferItem, ...]  # wanted files to fetch, or whose copy on disk must be hashed
+    existing: Mapping[str, FileStat]  # package files in the destination when planned
+    trusted: tuple[TransferItem, ...] = ()  # wanted files the journal vouches for: nothing to do
     verdicts: Mapping[int, Counter[Verdict]] = field(default_factory=dict)  # per channel
     conflicts: tuple[Conflict, ...] = ()
     rejected: tuple[Rejected, ...] = ()
@@ -55,22 +67,28 @@ class SubdirPlan:
         return sum(1 for item in self.transfers if not item.check_existing)
 
     @property
-    def check_count(self) -> int:
-        return sum(1 for item in self.transfers if item.check_existing)
-
-    @property
     def stale(self) -> list[str]:
         """Files in the destination that the new index will not name: deleted after it is published."""
         return sorted(name for name in self.existing if name not in self.wanted)
 
 
 def plan_subdir(
-    subdir: str, upstreams: Sequence[Upstream], rules: FilterRules, existing: Mapping[str, int]
+    subdir: str,
+    upstreams: Sequence[Upstream],
+    rules: FilterRules,
+    existing: Mapping[str, FileStat],
+    known: Mapping[str, Known] | None = None,
 ) -> SubdirPlan:
-    """Filter each channel's records, merge channels (first one wins a filename), and pair with the destination."""
+    """Filter each channel's records, merge channels (first one wins a filename), and pair with the destination.
+
+    A file on disk is trusted without reading it when the journal verified it with the record's hash and it
+    still has the size and mtime it had then; one of the right size is hashed; anything else is fetched.
+    """
+    known = known or {}
     wanted: dict[str, Record] = {}
     owner: dict[str, tuple[int, Record]] = {}
     transfers: list[TransferItem] = []
+    trusted: list[TransferItem] = []
     verdicts: dict[int, Counter[Verdict]] = {}
     conflicts: list[Conflict] = []
     rejected: list[Rejected] = []
@@ -92,13 +110,19 @@ def plan_subdir(
                 continue
             owner[record.filename] = (upstream.channel, record)
             wanted[record.filename] = record
-            transfers.append(_transfer(subdir, upstream, record, existing))
+            item = _transfer(subdir, upstream, record, existing)
+            on_disk = existing.get(record.filename)
+            if on_disk is not None and _vouched_for(record, on_disk, known.get(record.filename)):
+                trusted.append(item)
+            else:
+                transfers.append(item)
     return SubdirPlan(
         subdir=subdir,
         upstream=tuple(u.repodata for u in sorted(upstreams, key=lambda u: u.channel)),
         wanted=wanted,
         transfers=tuple(transfers),
         existing=dict(existing),
+        trusted=tuple(trusted),
         verdicts=verdicts,
         conflicts=tuple(conflicts),
         rejected=tuple(rejected),
@@ -114,8 +138,17 @@ def _same_file(a: Record, b: Record) -> bool:
     return a.size == b.size
 
 
-def _transfer(subdir: str, upstream: Upstream, record: Record, existing: Mapping[str, int]) -> TransferItem:
+def _vouched_for(record: Record, on_disk: FileStat, known: Known | None) -> bool:
+    if known is None or known.size != record.size or on_disk.size != known.size or on_disk.mtime_ns != known.mtime_ns:
+        return False
+    if record.sha256 is not None:
+        return known.sha256 == record.sha256
+    return record.md5 is not None and known.md5 == record.md5
+
+
+def _transfer(subdir: str, upstream: Upstream, record: Record, existing: Mapping[str, FileStat]) -> TransferItem:
     size = record.size or 0
+    on_disk = existing.get(record.filename)
     return TransferItem(
         url=upstream.package_base + quote(record.filename),
         subdir=subdir,
@@ -124,5 +157,5 @@ def _transfer(subdir: str, upstream: Upstream, record: Record, existing: Mapping
         sha256=record.sha256,
         md5=record.md5 if record.sha256 is None else None,
         channel=upstream.channel,
-        check_existing=existing.get(record.filename) == size,
+        check_existing=on_disk is not None and on_disk.size == size,
     )

@@ -36,6 +36,8 @@ class RunSummary:
     deleted: dict[str, int] = field(default_factory=dict)
     published: list[str] = field(default_factory=list)
     verdicts: Counter[Verdict] = field(default_factory=Counter)  # every record judged, all channels
+    repaired: list[str] = field(default_factory=list)
+    interrupted_by: str | None = None  # the signal that stopped the run
 
     def row(self, channel: int, subdir: str) -> Row:
         return self.rows.setdefault((channel, subdir), Row())
@@ -44,6 +46,10 @@ class RunSummary:
         for channel, counts in plan.verdicts.items():
             self.row(channel, plan.subdir)
             self.verdicts.update(counts)
+        for item in plan.trusted:
+            row = self.row(item.channel, plan.subdir)
+            row.selected += 1
+            row.present += 1
         for item in plan.transfers:
             row = self.row(item.channel, plan.subdir)
             row.selected += 1
@@ -69,6 +75,8 @@ class RunSummary:
         elif result.outcome is Outcome.DOWNLOADED:
             row.downloaded += 1
             row.nbytes += result.nbytes
+            if item.check_existing:  # a copy of the right size was there, with the wrong bytes
+                self.repaired.append(f"{item.subdir}/{item.filename}")
         else:
             row.failed += 1
             self.failures.append((f"{item.subdir}/{item.filename}", result.error))
@@ -78,6 +86,8 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted_by is not None:
+            return 143 if self.interrupted_by == "SIGTERM" else 130
         return 1 if self.failures else 0
 
     @property
@@ -112,12 +122,17 @@ def format_summary(summary: RunSummary) -> str:
     deleted = ", ".join(f"{subdir}: {count}" for subdir, count in sorted(summary.deleted.items()) if count)
     if deleted:
         lines.append(f"deleted files no longer selected: {deleted}")
+    if summary.repaired:
+        lines.append(f"repaired {len(summary.repaired)} file(s) whose bytes on disk did not match their record:")
+        lines.extend(f"  {name}" for name in summary.repaired)
     if summary.conflicts:
         lines.append(f"{len(summary.conflicts)} file name conflict(s) between channels:")
         lines.extend(f"  {conflict}" for conflict in summary.conflicts)
     if summary.failures:
         lines.append(f"{len(summary.failures)} failure(s):")
         lines.extend(f"  {what}: {why}" for what, why in summary.failures)
+    if summary.interrupted_by is not None:
+        lines.append(f"interrupted by {summary.interrupted_by}: run the same command again to resume")
     return "\n".join(lines)
 
 

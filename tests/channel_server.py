@@ -12,6 +12,16 @@ from aiohttp.test_utils import TestServer
 
 
 @dataclass
+class Served:
+    """One response body as the server saw it: when it started and ended, and how much it sent."""
+
+    path: str
+    started: float
+    ended: float | None = None
+    sent: int = 0
+
+
+@dataclass
 class ChannelServer:
     """Serves `root`; `faults[path]` is a list of faults, one used up per request to that path.
 
@@ -23,6 +33,8 @@ class ChannelServer:
     faults: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     requests: list[tuple[str, str]] = field(default_factory=list)
     stall_seconds: float = 5.0
+    drip: tuple[int, float] | None = None  # (bytes, seconds): send package bodies this slowly
+    served: list[Served] = field(default_factory=list)
     server: TestServer | None = None
 
     @property
@@ -58,7 +70,26 @@ class ChannelServer:
             await response.write(data[: len(data) // 2])
             request.transport.close() if request.transport else None
             return response
+        if self.drip is not None and path.endswith((".conda", ".tar.bz2")):
+            return await self._drip(request, path, data, *self.drip)
         return web.Response(body=data)
+
+    async def _drip(self, request: web.Request, path: str, data: bytes, step: int, pause: float) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        record = Served(path, loop.time())
+        self.served.append(record)
+        response = web.StreamResponse()
+        response.content_length = len(data)
+        try:
+            await response.prepare(request)
+            for start in range(0, len(data), step):
+                await response.write(data[start : start + step])
+                record.sent += len(data[start : start + step])
+                await asyncio.sleep(pause)
+            await response.write_eof()
+        finally:
+            record.ended = loop.time()
+        return response
 
     async def __aenter__(self) -> ChannelServer:
         app = web.Application()

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    size: int
+    mtime_ns: int
 
 
 class Destination(Protocol):
@@ -13,13 +20,15 @@ class Destination(Protocol):
     def display(self) -> str: ...
 
     async def open(self) -> None:
-        """Take the destination for this run (lock it, create it) and clear what a crashed run left."""
+        """Create the destination if needed and clear the temporary files a crashed run left."""
 
     async def close(self) -> None: ...
 
-    async def listing(self, subdir: str) -> dict[str, int]:
-        """Package files present in a subdir: file name -> size."""
+    async def listing(self, subdir: str) -> dict[str, FileStat]:
+        """Package files present in a subdir."""
         ...
+
+    async def stat(self, subdir: str, filename: str) -> FileStat | None: ...
 
     def temp_path(self, subdir: str, filename: str) -> Path:
         """A fresh local path a download may stream to before it is verified."""

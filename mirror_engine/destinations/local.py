@@ -1,29 +1,26 @@
-"""A channel in a local folder: temp file, fsync, rename; an exclusive lock so two runs never interleave."""
+"""A channel in a local folder: temp file, fsync, rename."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
-from mirror_engine.errors import DestinationError, destination_error
+from mirror_engine.destinations.base import FileStat
+from mirror_engine.errors import destination_error
 from mirror_engine.repodata import is_package_filename
 
 log = logging.getLogger(__name__)
 TEMP_SUFFIX = ".part"
-LOCK_NAME = ".mirror_engine.lock"
 
 
 class LocalDestination:
     def __init__(self, channel_dir: Path) -> None:
         self.channel_dir = channel_dir
-        self._lock: IO[bytes] | None = None
 
     @property
     def display(self) -> str:
@@ -35,35 +32,34 @@ class LocalDestination:
     def _open(self) -> None:
         with _os_errors(self.channel_dir):
             self.channel_dir.mkdir(parents=True, exist_ok=True)
-            lock = (self.channel_dir / LOCK_NAME).open("ab")
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise DestinationError(f"{self.channel_dir}: another mirror_engine run is writing here") from None
-        self._lock = lock
         removed = sum(_remove_temps(entry) for entry in self.channel_dir.iterdir() if entry.is_dir())
         if removed:
             log.info("%s: removed %d temporary files left by an interrupted run", self.channel_dir, removed)
 
     async def close(self) -> None:
-        if self._lock is not None:
-            self._lock.close()  # closing releases the flock
-            self._lock = None
+        pass
 
-    async def listing(self, subdir: str) -> dict[str, int]:
+    async def listing(self, subdir: str) -> dict[str, FileStat]:
         return await asyncio.to_thread(self._listing, self.channel_dir / subdir)
 
     @staticmethod
-    def _listing(folder: Path) -> dict[str, int]:
+    def _listing(folder: Path) -> dict[str, FileStat]:
         if not folder.is_dir():
             return {}
+        listing = {}
         with _os_errors(folder):
-            return {
-                entry.name: entry.stat().st_size
-                for entry in os.scandir(folder)
-                if entry.is_file() and is_package_filename(entry.name)
-            }
+            for entry in os.scandir(folder):
+                if is_package_filename(entry.name) and entry.is_file():
+                    stat = entry.stat()
+                    listing[entry.name] = FileStat(stat.st_size, stat.st_mtime_ns)
+        return listing
+
+    async def stat(self, subdir: str, filename: str) -> FileStat | None:
+        try:
+            stat = (self.channel_dir / subdir / filename).stat()
+        except FileNotFoundError:
+            return None
+        return FileStat(stat.st_size, stat.st_mtime_ns)
 
     def temp_path(self, subdir: str, filename: str) -> Path:
         folder = self.channel_dir / subdir

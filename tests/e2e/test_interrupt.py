@@ -1,46 +1,78 @@
-"""Interrupting a run: Ctrl-C exits 130 and leaves neither temporary files nor a half-published index."""
+"""Stopping a run: SIGINT/SIGTERM stop cleanly with a summary; a second Ctrl-C exits at once; the lock."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
+import sqlite3
 from pathlib import Path
 
+import pytest
+
 from mirror_engine.demo import build_channel
+from mirror_engine.lock import RunLock
 from tests.channel_server import ChannelServer
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-async def _wait_for(predicate: object, limit: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not predicate():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
+from tests.e2e.conftest import start_cli, wait_for
 
 
-async def test_ctrl_c_exits_130_and_cleans_up(tmp_path: Path) -> None:
-    root = tmp_path / "upstream"
-    docs = build_channel(root)
-    async with ChannelServer(root, stall_seconds=60) as server:
-        for filename in docs["noarch"]["packages.conda"]:
-            server.faults[f"/noarch/{filename}"] = ["stall"]
-        (tmp_path / "c.yaml").write_text(f"channels: [{server.url}]\nplatforms: noarch\n")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mirror_engine", "run", "c.yaml",
-            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        mirror = tmp_path / "mirror"
-        await _wait_for(lambda: len(list(mirror.rglob("*.part"))) == 3)
-        process.send_signal(signal.SIGINT)
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 130, stderr
-    assert stderr.decode().strip().splitlines()[-1] == (
-        "mirror-engine: interrupted; run the same command again to resume"
-    )
+async def _stalled_run(tmp_path: Path, server: ChannelServer) -> asyncio.subprocess.Process:
+    docs = build_channel(tmp_path / "upstream")
+    for filename in docs["noarch"]["packages.conda"]:
+        server.faults[f"/noarch/{filename}"] = ["stall"]
+    (tmp_path / "c.yaml").write_text(f"channels: [{server.url}]\nplatforms: noarch\n")
+    process = await start_cli("run", "c.yaml", cwd=tmp_path)
+    await wait_for(lambda: len(list((tmp_path / "mirror").rglob("*.part"))) == 3)
+    return process
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_a_signal_stops_cleanly_with_a_summary(tmp_path: Path, signum: signal.Signals, code: int) -> None:
+    async with ChannelServer(tmp_path / "upstream", stall_seconds=60) as server:
+        process = await _stalled_run(tmp_path, server)
+        process.send_signal(signum)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode == code, stderr
+    assert f"interrupted by {signum.name}: run the same command again to resume" in stdout.decode()
+    assert "Traceback" not in stderr.decode()
+    mirror = tmp_path / "mirror"
     assert not list(mirror.rglob("*.part"))
     assert not (mirror / "anaconda" / "noarch" / "repodata.json").exists()
+    with sqlite3.connect(mirror / ".mirror_engine" / "journal.sqlite") as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
+
+
+async def test_a_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
+    async with ChannelServer(tmp_path / "upstream", stall_seconds=60) as server:
+        process = await _stalled_run(tmp_path, server)
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr.decode()
+
+
+async def test_a_second_run_is_refused_while_the_first_holds_the_lock(tmp_path: Path) -> None:
+    build_channel(tmp_path / "pkgs")
+    (tmp_path / "c.yaml").write_text("channels: [pkgs]\n")
+    lock = RunLock(tmp_path / "mirror" / ".mirror_engine" / "anaconda.lock")
+    lock.acquire("test")
+    try:
+        process = await start_cli("run", "c.yaml", cwd=tmp_path)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        lock.release()
+    assert process.returncode == 2
+    line = stderr.decode().strip().splitlines()[-1]
+    assert line.startswith(f"mirror-engine: error: {tmp_path / 'mirror' / 'anaconda'}: another mirror_engine run")
+    assert "pid " in line and "started 20" in line
+
+
+async def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path: Path) -> None:
+    build_channel(tmp_path / "pkgs")
+    (tmp_path / "c.yaml").write_text("channels: [pkgs]\n")
+    stale = tmp_path / "mirror" / ".mirror_engine" / "anaconda.lock"
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"pid": 999999, "started": 0}')  # no process holds its flock
+    process = await start_cli("run", "c.yaml", cwd=tmp_path)
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr

@@ -8,9 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
+from mirror_engine.destinations.base import FileStat
 from mirror_engine.errors import BadRepodata
 from mirror_engine.filters import FilterRules, Verdict
-from mirror_engine.plan import Conflict, Rejected, Upstream, plan_subdir
+from mirror_engine.plan import Conflict, Known, Rejected, Upstream, plan_subdir
 from mirror_engine.repodata import (
     Record,
     Repodata,
@@ -293,7 +294,7 @@ def test_plan_fetches_every_wanted_file() -> None:
             check_existing=False,
         ),
     )
-    assert (plan.fetch_count, plan.fetch_bytes, plan.check_count) == (2, 2000, 0)
+    assert (plan.fetch_count, plan.fetch_bytes, len(plan.transfers)) == (2, 2000, 2)
     assert plan.conflicts == ()
     assert plan.rejected == ()
     assert plan.stale == []
@@ -354,21 +355,29 @@ def test_a_record_dropped_by_the_filters_does_not_claim_its_filename() -> None:
 
 def test_existing_file_with_matching_size_is_checked_not_fetched() -> None:
     a, b, c = rec("a-1.0-0.conda"), rec("b-1.0-0.conda"), rec("c-1.0-0.conda")
-    existing = {"a-1.0-0.conda": 1000, "b-1.0-0.conda": 999}
+    existing = {"a-1.0-0.conda": FileStat(1000, 1), "b-1.0-0.conda": FileStat(999, 1)}
     plan = plan_subdir("linux-64", [upstream(0, a, b, c)], NO_RULES, existing)
     assert {item.filename: item.check_existing for item in plan.transfers} == {
         "a-1.0-0.conda": True,
         "b-1.0-0.conda": False,  # wrong size: fetched again
         "c-1.0-0.conda": False,
     }
-    assert (plan.fetch_count, plan.check_count, plan.fetch_bytes) == (2, 1, 2000)
+    assert (plan.fetch_count, len(plan.transfers) - plan.fetch_count, plan.fetch_bytes) == (2, 1, 2000)
     assert plan.existing == existing
 
 
 def test_stale_lists_files_no_longer_wanted() -> None:
     rules = FilterRules.build(blacklist=["b"])
     a, b = rec("a-1.0-0.conda"), rec("b-1.0-0.conda")
-    existing = {"a-1.0-0.conda": 1000, "b-1.0-0.conda": 1000, "zz-0.1-0.tar.bz2": 5, "old-0.1-0.conda": 7}
+    existing = {
+        name: FileStat(size, 1)
+        for name, size in {
+            "a-1.0-0.conda": 1000,
+            "b-1.0-0.conda": 1000,
+            "zz-0.1-0.tar.bz2": 5,
+            "old-0.1-0.conda": 7,
+        }.items()
+    }
     plan = plan_subdir("linux-64", [upstream(0, a, b)], rules, existing)
     assert plan.stale == ["b-1.0-0.conda", "old-0.1-0.conda", "zz-0.1-0.tar.bz2"]
     assert list(plan.wanted) == ["a-1.0-0.conda"]
@@ -380,7 +389,10 @@ def test_unusable_records_are_rejected() -> None:
     sizeless = rec("b-1.0-0.conda", size=None)
     hashless = rec("c-1.0-0.conda", sha256=None, md5=None)
     plan = plan_subdir(
-        "linux-64", [upstream(0, good, evil), upstream(1, sizeless, hashless)], NO_RULES, {"../evil.conda": 1000}
+        "linux-64",
+        [upstream(0, good, evil), upstream(1, sizeless, hashless)],
+        NO_RULES,
+        {"../evil.conda": FileStat(1000, 1)},
     )
     assert list(plan.wanted) == ["a-1.0-0.conda"]
     assert [item.filename for item in plan.transfers] == ["a-1.0-0.conda"]
@@ -434,3 +446,37 @@ def test_plan_keeps_the_upstream_indexes_in_channel_order() -> None:
     plan = plan_subdir("linux-64", [one, zero], NO_RULES, {})
     assert plan.upstream == (zero.repodata, one.repodata)
     assert plan.subdir == "linux-64"
+
+
+SHA_A = hashlib.sha256(b"a").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("known", "on_disk", "trusted"),
+    [
+        pytest.param(Known(SHA_A, None, 1000, 5), FileStat(1000, 5), True, id="journal-vouches"),
+        pytest.param(Known(SHA_A, None, 1000, 5), FileStat(1000, 6), False, id="mtime-changed"),
+        pytest.param(Known(SHA_A, None, 1000, 5), FileStat(999, 5), False, id="size-changed"),
+        pytest.param(Known("0" * 64, None, 1000, 5), FileStat(1000, 5), False, id="upstream-hash-changed"),
+        pytest.param(None, FileStat(1000, 5), False, id="not-in-journal"),
+    ],
+)
+def test_journal_trust(known: Known | None, on_disk: FileStat, trusted: bool) -> None:
+    record = rec("a-1.0-0.conda", sha256=SHA_A)
+    plan = plan_subdir(
+        "linux-64",
+        [upstream(0, record)],
+        NO_RULES,
+        {"a-1.0-0.conda": on_disk},
+        {"a-1.0-0.conda": known} if known else {},
+    )
+    assert [item.filename for item in plan.trusted] == (["a-1.0-0.conda"] if trusted else [])
+    assert [item.check_existing for item in plan.transfers] == ([] if trusted else [on_disk.size == 1000])
+    assert plan.stale == []
+
+
+def test_md5_only_records_are_trusted_by_md5() -> None:
+    record = rec("a-1.0-0.conda", sha256=None, md5="a" * 32)
+    vouched = {"a-1.0-0.conda": Known(None, "a" * 32, 1000, 5)}
+    plan = plan_subdir("linux-64", [upstream(0, record)], NO_RULES, {"a-1.0-0.conda": FileStat(1000, 5)}, vouched)
+    assert len(plan.trusted) == 1 and plan.transfers == ()

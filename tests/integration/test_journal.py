@@ -1,0 +1,108 @@
+"""The journal: files it vouches for are not read again; --verify reads them all; a bad journal is replaced."""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mirror_engine.config import MirrorConfig
+from mirror_engine.demo import build_channel
+from mirror_engine.destinations.local import LocalDestination
+from mirror_engine.engine import MirrorRun
+from mirror_engine.progress import NullReporter
+from mirror_engine.status import status_report
+from mirror_engine.summary import RunSummary
+from tests.helpers import assert_index_sound, make_config, mirror
+
+TARGET = "tzdata-2024a-h0c530f3_0.conda"
+
+
+async def run(config: MirrorConfig, *, verify: bool = False) -> RunSummary:
+    engine = MirrorRun(
+        config, LocalDestination(config.channel_dir), NullReporter(), rng=random.Random(1), verify=verify
+    )
+    return await engine.run()
+
+
+def tamper_keeping_stat(path: Path) -> None:
+    """Bit rot: same size, same mtime, other bytes; only reading the file can tell."""
+    stat = path.stat()
+    path.write_bytes(bytes(stat.st_size))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> MirrorConfig:
+    build_channel(tmp_path / "pkgs")
+    return make_config(tmp_path, channels=["pkgs"], platforms=["noarch"])
+
+
+async def test_trusted_files_are_not_read_and_verify_repairs_them(config: MirrorConfig, tmp_path: Path) -> None:
+    docs = build_channel(tmp_path / "pkgs")
+    await mirror(config)
+    target = config.channel_dir / "noarch" / TARGET
+    tamper_keeping_stat(target)
+
+    trusting = await run(config)
+    assert trusting.rows[(0, "noarch")].present == 3 and not trusting.repaired  # not read: not noticed
+
+    verifying = await run(config, verify=True)
+    assert verifying.repaired == [f"noarch/{TARGET}"]
+    assert verifying.exit_code == 0
+    assert_index_sound(config, "noarch", docs["noarch"])
+
+
+async def test_a_changed_mtime_makes_a_file_be_hashed_again(config: MirrorConfig) -> None:
+    await mirror(config)
+    target = config.channel_dir / "noarch" / TARGET
+    target.write_bytes(bytes(target.stat().st_size))  # new mtime
+    summary = await run(config)
+    assert summary.repaired == [f"noarch/{TARGET}"]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "old-schema", "deleted"])
+async def test_a_bad_or_missing_journal_is_rebuilt_from_disk(
+    config: MirrorConfig, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    docs = build_channel(tmp_path / "pkgs")
+    await mirror(config)
+    journal = config.state_dir / "journal.sqlite"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{journal}{suffix}").unlink(missing_ok=True)
+    if damage == "garbage":
+        journal.write_bytes(b"this is not a database" * 100)
+    elif damage == "old-schema":
+        with sqlite3.connect(journal) as db:
+            db.execute("PRAGMA user_version=0")
+    else:
+        journal.unlink()
+    summary = await run(config)
+    assert summary.exit_code == 0
+    row = summary.rows[(0, "noarch")]
+    assert (row.present, row.downloaded) == (3, 0)  # hashed again, not fetched again
+    assert_index_sound(config, "noarch", docs["noarch"])
+    if damage != "deleted":
+        assert "set aside" in caplog.text
+        assert list(config.state_dir.glob("journal.sqlite.*.bad"))
+    again = await run(config)
+    assert again.rows[(0, "noarch")].present == 3
+
+
+async def test_status_reports_from_the_journal(config: MirrorConfig, tmp_path: Path) -> None:
+    (tmp_path / "pkgs" / "noarch" / TARGET).write_bytes(b"broken")
+    await run(config.model_copy(update={"retries": 0}))
+    report = await status_report(config)
+    assert "last run #1" in report and ": failed," in report
+    assert "published            2 files" in report
+    assert "failed               1 files" in report
+    assert f"noarch/{TARGET}:" in report
+    assert "index noarch: 2 files" in report
+
+
+async def test_status_without_a_journal(tmp_path: Path) -> None:
+    config = make_config(tmp_path, channels=["https://example.invalid/c/"])
+    assert "nothing has been mirrored here yet" in await status_report(config)
