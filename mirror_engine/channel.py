@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from dataclasses import dataclass
@@ -56,6 +57,21 @@ class Channel:
         return joined if joined.endswith("/") else joined + "/"
 
 
+@dataclass(frozen=True, slots=True)
+class IndexBytes:
+    """A subdir's repodata as fetched: parsed only when a run needs its records."""
+
+    source: str  # the URL, credentials removed
+    data: bytes
+    compressed: bool
+    sha256: str  # of `data`: equal digests mean an unchanged upstream index
+
+
+async def parse_index(index: IndexBytes) -> Repodata:
+    data = await asyncio.to_thread(decompress_zst, index.data, index.source) if index.compressed else index.data
+    return await asyncio.to_thread(parse_repodata, data, index.source)
+
+
 class ChannelReader:
     """Reads index files of channels, retrying what is worth retrying."""
 
@@ -91,18 +107,19 @@ class ChannelReader:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ConnectionFailed(f"{redact(url)}: {describe_error(exc)}") from None
 
+    async def index_bytes(self, channel: Channel, subdir: str) -> IndexBytes | None:
+        """A subdir's index as served, preferring repodata.json.zst; None when the channel has no such subdir."""
+        for name in ("repodata.json.zst", "repodata.json"):
+            url = channel.file_url(subdir, name)
+            data = await self.read(url)
+            if data is not None:
+                digest = await asyncio.to_thread(_sha256_hex, data)
+                return IndexBytes(redact(url), data, name.endswith(".zst"), digest)
+        return None
+
     async def repodata(self, channel: Channel, subdir: str) -> Repodata | None:
-        """A subdir's index, preferring repodata.json.zst; None when the channel has no such subdir."""
-        zst_url = channel.file_url(subdir, "repodata.json.zst")
-        compressed = await self.read(zst_url)
-        if compressed is not None:
-            data = await asyncio.to_thread(decompress_zst, compressed, redact(zst_url))
-            return await asyncio.to_thread(parse_repodata, data, redact(zst_url))
-        json_url = channel.file_url(subdir, "repodata.json")
-        data_or_none = await self.read(json_url)
-        if data_or_none is None:
-            return None
-        return await asyncio.to_thread(parse_repodata, data_or_none, redact(json_url))
+        index = await self.index_bytes(channel, subdir)
+        return None if index is None else await parse_index(index)
 
     async def subdirs(self, channel: Channel) -> list[str]:
         """Every subdir a channel has: channeldata.json, else a local listing, else probing known names."""
@@ -150,6 +167,10 @@ class ChannelReader:
                 raise ConnectionFailed(f"{redact(url)}: {describe_error(exc)}") from None
 
         return await with_retries(head, self._policy, sleep=asyncio.sleep, rng=self._rng)
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _read_local(path: Path) -> bytes | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import random
 import time
@@ -11,20 +13,21 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from mirror_engine.channel import Channel, ChannelReader
+from mirror_engine import __version__
+from mirror_engine.channel import Channel, ChannelReader, IndexBytes, parse_index
 from mirror_engine.config import MirrorConfig
-from mirror_engine.destinations.base import Destination
+from mirror_engine.destinations.base import Destination, FileStat
 from mirror_engine.errors import DestinationError, MirrorError
 from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, subdir_selected
 from mirror_engine.journal import Journal
 from mirror_engine.lock import RunLock
-from mirror_engine.plan import SubdirPlan, Upstream, plan_subdir
+from mirror_engine.plan import Known, SubdirPlan, Upstream, plan_subdir, unchanged_on_disk
 from mirror_engine.pool import run_pool
 from mirror_engine.progress import Reporter
 from mirror_engine.publish import publish_subdir, write_index
 from mirror_engine.retry import RetryPolicy, with_retries
 from mirror_engine.session import open_session
-from mirror_engine.summary import RunSummary
+from mirror_engine.summary import RunSummary, plan_counts
 from mirror_engine.transfer import Outcome, TransferItem, TransferResult, download, file_matches
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,7 @@ class MirrorRun:
         self.use_journal = use_journal
         self.verify = verify  # hash every file on disk instead of trusting the journal
         self.journal: Journal | None = None
+        self._fingerprints: dict[str, str] = {}  # subdir -> fingerprint of the inputs of its plan
         self._work: asyncio.Task[None] | None = None
 
     def request_stop(self, reason: str) -> None:
@@ -166,32 +170,65 @@ class MirrorRun:
                 yield plan
 
     async def _plan(self, reader: ChannelReader, subdir: str, *, dry_run: bool) -> SubdirPlan | None:
-        fetched = await asyncio.gather(
-            *(reader.repodata(channel, subdir) for channel in self.channels), return_exceptions=True
-        )
-        upstreams: list[Upstream] = []
-        for index, (channel, result) in enumerate(zip(self.channels, fetched, strict=True)):
-            if isinstance(result, BaseException):
-                if not isinstance(result, MirrorError):
-                    raise result
-                # Publishing without this channel's records would drop its files from the mirror.
-                self.summary.subdir_failed(subdir, str(result))
-                return None
-            if result is not None:
-                upstreams.append(Upstream(index, channel.package_base(subdir, result.base_url), result))
-        if not upstreams:
-            if subdir != ALWAYS_MIRRORED_SUBDIR:
-                log.warning("platforms: no channel has a %s subdir", subdir)
+        """Plan one subdir; None when there is nothing to do for it (failed, absent, or unchanged)."""
+        indexes = await self._fetch_indexes(reader, subdir)
+        if not indexes:
             return None
+        fingerprint = _fingerprint(self.config, [(self.channels[i].url, index.sha256) for i, index in indexes])
         existing = {} if dry_run and not self.config.channel_dir.exists() else await self.destination.listing(subdir)
         known = await self.journal.known(subdir) if self.journal is not None and not self.verify else {}
+        if await self._unchanged(subdir, fingerprint, existing, known):
+            return None
+        try:
+            parsed = await asyncio.gather(*(parse_index(index) for _, index in indexes))
+        except MirrorError as error:
+            self.summary.subdir_failed(subdir, str(error))
+            return None
+        upstreams = [
+            Upstream(i, self.channels[i].package_base(subdir, repodata.base_url), repodata)
+            for (i, _), repodata in zip(indexes, parsed, strict=True)
+        ]
         plan = await asyncio.to_thread(plan_subdir, subdir, upstreams, self.rules, existing, known)
+        self._fingerprints[subdir] = fingerprint
         if self.journal is not None and not dry_run:
             self.journal.planned(subdir, ((item.filename, item.size) for item in plan.transfers))
         self.summary.add_plan(plan)
         self.stale[subdir] = len(plan.stale)
         self.reporter.planned(plan)
         return plan
+
+    async def _fetch_indexes(self, reader: ChannelReader, subdir: str) -> list[tuple[int, IndexBytes]]:
+        """Every channel's index of a subdir; empty if any channel failed, since publishing without one
+        channel's records would drop its files from the mirror."""
+        fetched = await asyncio.gather(
+            *(reader.index_bytes(channel, subdir) for channel in self.channels), return_exceptions=True
+        )
+        indexes: list[tuple[int, IndexBytes]] = []
+        for position, result in enumerate(fetched):
+            if isinstance(result, BaseException):
+                if not isinstance(result, MirrorError):
+                    raise result
+                self.summary.subdir_failed(subdir, str(result))
+                return []
+            if result is not None:
+                indexes.append((position, result))
+        if not indexes and subdir != ALWAYS_MIRRORED_SUBDIR:
+            log.warning("platforms: no channel has a %s subdir", subdir)
+        return indexes
+
+    async def _unchanged(
+        self, subdir: str, fingerprint: str, existing: dict[str, FileStat], known: dict[str, Known]
+    ) -> bool:
+        """Same upstream indexes and filters as the last complete publish, and the same files on disk:
+        the published index is still right, so the subdir is skipped without parsing anything."""
+        if self.journal is None or self.verify:
+            return False
+        previous = await self.journal.index_fingerprint(subdir)
+        if previous is None or previous[0] != fingerprint or not unchanged_on_disk(existing, known):
+            return False
+        self.summary.add_unchanged(subdir, previous[1])
+        log.info("%s: unchanged upstream and on disk; index left as it is", subdir)
+        return True
 
     async def _mirror(self, session: aiohttp.ClientSession, reader: ChannelReader, subdirs: list[str]) -> None:
         async def handle(work_item: tuple[TransferItem, _SubdirJob]) -> None:
@@ -222,9 +259,18 @@ class MirrorRun:
 
     async def _publish_when_settled(self, job: _SubdirJob) -> None:
         await job.settled.wait()
-        published = await publish_subdir(self.destination, job.plan, job.verified)
+        plan = job.plan
+        published = await publish_subdir(self.destination, plan, job.verified)
         if self.journal is not None:
-            await self.journal.published(job.plan.subdir, published.index_sha256, published.files, published.deleted)
+            complete = len(job.verified) == len(plan.wanted) and not plan.rejected
+            await self.journal.published(
+                plan.subdir,
+                published.index_sha256,
+                published.files,
+                published.deleted,
+                fingerprint=self._fingerprints.get(plan.subdir) if complete else None,
+                counts=plan_counts(plan),
+            )
         self.summary.deleted[job.plan.subdir] = len(published.deleted)
         self.summary.published.append(job.plan.subdir)
         log.info("%s: published %d files, deleted %d", job.plan.subdir, published.files, len(published.deleted))
@@ -297,3 +343,20 @@ def _first_mirror_error(group: BaseExceptionGroup[BaseException]) -> MirrorError
             if found is not None:
                 return found
     return None
+
+
+def _fingerprint(config: MirrorConfig, indexes: list[tuple[str, str]]) -> str:
+    """What a subdir's published index depends on: our version, the filters, each channel's index bytes."""
+    inputs = {
+        "version": __version__,
+        "filters": [
+            sorted(config.platforms or ()),
+            sorted(config.python_versions),
+            sorted(config.license_blacklist),
+            sorted(name.lower() for name in config.blacklist),
+            sorted(name.lower() for name in config.whitelist),
+            sorted(name.lower() for name in config.pkg_list),
+        ],
+        "indexes": indexes,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()

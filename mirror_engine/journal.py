@@ -27,7 +27,7 @@ from mirror_engine.plan import Known
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, channel TEXT NOT NULL, pid INTEGER, started REAL NOT NULL,
@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS files (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS indexes (
     channel TEXT NOT NULL, subdir TEXT NOT NULL, sha256 TEXT NOT NULL, files INTEGER NOT NULL,
-    run INTEGER, published REAL NOT NULL, PRIMARY KEY (channel, subdir)
+    run INTEGER, published REAL NOT NULL, fingerprint TEXT, counts TEXT, PRIMARY KEY (channel, subdir)
 );
 """
 
@@ -190,11 +190,11 @@ class Journal:
 
         def read() -> dict[str, Known]:
             rows = self._require().execute(
-                "SELECT filename, sha256, md5, size, mtime_ns FROM files "
+                "SELECT filename, sha256, md5, size, mtime_ns, state FROM files "
                 "WHERE channel=? AND subdir=? AND state IN ('verified', 'published')",
                 (self.channel, subdir),
             )
-            return {row[0]: Known(row[1], row[2], row[3], row[4]) for row in rows}
+            return {row[0]: Known(row[1], row[2], row[3], row[4], row[5] == "published") for row in rows}
 
         return await self._call(read)
 
@@ -234,7 +234,18 @@ class Journal:
         )
         await self.flush()
 
-    async def published(self, subdir: str, index_sha256: str, files: int, deleted: Iterable[str]) -> None:
+    async def published(
+        self,
+        subdir: str,
+        index_sha256: str,
+        files: int,
+        deleted: Iterable[str],
+        *,
+        fingerprint: str | None = None,
+        counts: str | None = None,
+    ) -> None:
+        """Record a published index. `fingerprint` (of its inputs) only when it left nothing out, so that
+        a later run with the same inputs may skip the subdir; `counts` replays its summary then."""
         now = time.time()
         self._queue(
             "UPDATE files SET state='published', updated=? WHERE channel=? AND subdir=? AND state='verified'",
@@ -245,10 +256,27 @@ class Journal:
                 "DELETE FROM files WHERE channel=? AND subdir=? AND filename=?", (self.channel, subdir, filename)
             )
         self._queue(
-            "INSERT OR REPLACE INTO indexes (channel, subdir, sha256, files, run, published) VALUES (?, ?, ?, ?, ?, ?)",
-            (self.channel, subdir, index_sha256, files, self.run_id, now),
+            "INSERT OR REPLACE INTO indexes (channel, subdir, sha256, files, run, published, fingerprint, counts) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.channel, subdir, index_sha256, files, self.run_id, now, fingerprint, counts),
         )
         await self.flush()
+
+    async def index_fingerprint(self, subdir: str) -> tuple[str, str] | None:
+        """(fingerprint, counts) of the subdir's last complete publish, if any."""
+
+        def read() -> tuple[str, str] | None:
+            row = (
+                self._require()
+                .execute(
+                    "SELECT fingerprint, counts FROM indexes WHERE channel=? AND subdir=? AND fingerprint IS NOT NULL",
+                    (self.channel, subdir),
+                )
+                .fetchone()
+            )
+            return (row[0], row[1] or "{}") if row else None
+
+        return await self._call(read)
 
     # --- reading for `status` ------------------------------------------------------------------
 

@@ -30,6 +30,17 @@ class Known:
     md5: str | None
     size: int
     mtime_ns: int
+    published: bool = False  # named by the subdir's index, not only verified
+
+
+def unchanged_on_disk(existing: Mapping[str, FileStat], known: Mapping[str, Known]) -> bool:
+    """Whether the destination holds exactly the files last published, each with the stat it had then."""
+    if existing.keys() != known.keys():
+        return False
+    return all(
+        entry.published and stat.size == entry.size and stat.mtime_ns == entry.mtime_ns
+        for stat, entry in ((existing[name], known[name]) for name in existing)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +121,9 @@ def plan_subdir(
                 continue
             owner[record.filename] = (upstream.channel, record)
             wanted[record.filename] = record
-            item = _transfer(subdir, upstream, record, existing)
             on_disk = existing.get(record.filename)
-            if on_disk is not None and _vouched_for(record, on_disk, known.get(record.filename)):
+            item = _transfer(subdir, upstream, record, on_disk)
+            if on_disk is not None and _vouched_for(item, on_disk, known.get(record.filename)):
                 trusted.append(item)
             else:
                 transfers.append(item)
@@ -138,24 +149,24 @@ def _same_file(a: Record, b: Record) -> bool:
     return a.size == b.size
 
 
-def _vouched_for(record: Record, on_disk: FileStat, known: Known | None) -> bool:
-    if known is None or known.size != record.size or on_disk.size != known.size or on_disk.mtime_ns != known.mtime_ns:
+def _vouched_for(item: TransferItem, on_disk: FileStat, known: Known | None) -> bool:
+    if known is None or known.size != item.size or on_disk.size != known.size or on_disk.mtime_ns != known.mtime_ns:
         return False
-    if record.sha256 is not None:
-        return known.sha256 == record.sha256
-    return record.md5 is not None and known.md5 == record.md5
+    if item.sha256 is not None:
+        return known.sha256 == item.sha256
+    return item.md5 is not None and known.md5 == item.md5
 
 
-def _transfer(subdir: str, upstream: Upstream, record: Record, existing: Mapping[str, FileStat]) -> TransferItem:
+def _transfer(subdir: str, upstream: Upstream, record: Record, on_disk: FileStat | None) -> TransferItem:
     size = record.size or 0
-    on_disk = existing.get(record.filename)
+    sha256 = record.sha256
     return TransferItem(
-        url=upstream.package_base + quote(record.filename),
+        url=upstream.package_base + quote(record.filename),  # '+' must reach S3-like servers as %2B
         subdir=subdir,
         filename=record.filename,
         size=size,
-        sha256=record.sha256,
-        md5=record.md5 if record.sha256 is None else None,
+        sha256=sha256,
+        md5=record.md5 if sha256 is None else None,
         channel=upstream.channel,
         check_existing=on_disk is not None and on_disk.size == size,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ class RunSummary:
     published: list[str] = field(default_factory=list)
     verdicts: Counter[Verdict] = field(default_factory=Counter)  # every record judged, all channels
     repaired: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)  # subdirs skipped: same inputs, same files
     interrupted_by: str | None = None  # the signal that stopped the run
 
     def row(self, channel: int, subdir: str) -> Row:
@@ -64,6 +66,16 @@ class RunSummary:
         for rejected in plan.rejected:
             self.failures.append((f"{self.channels[rejected.channel]}{plan.subdir}/{rejected.filename}",
                                   rejected.reason))  # fmt: skip
+
+    def add_unchanged(self, subdir: str, counts: str) -> None:
+        """Replay the counts of the plan that published an unchanged subdir: all its files are present."""
+        replay = json.loads(counts)
+        for channel, selected in replay.get("rows", {}).items():
+            row = self.row(int(channel), subdir)
+            row.selected += selected
+            row.present += selected
+        self.verdicts.update({Verdict(name): n for name, n in replay.get("verdicts", {}).items()})
+        self.unchanged.append(subdir)
 
     def add_result(self, result: TransferResult, now: float) -> None:
         item = result.item
@@ -118,6 +130,8 @@ def format_summary(summary: RunSummary) -> str:
     rate = total / elapsed / 1e6 if elapsed > 0 else 0.0
     lines.append(f"downloaded {_mb(total)} in {elapsed:.1f}s ({rate:.1f} MB/s); "
                  f"published {', '.join(summary.published) or 'nothing'}")  # fmt: skip
+    if summary.unchanged:
+        lines.append(f"unchanged upstream and on disk, index kept: {', '.join(summary.unchanged)}")
     lines.extend(_filter_line(summary.verdicts))
     deleted = ", ".join(f"{subdir}: {count}" for subdir, count in sorted(summary.deleted.items()) if count)
     if deleted:
@@ -164,3 +178,12 @@ def _filter_line(verdicts: Counter[Verdict]) -> list[str]:
         if verdict is not Verdict.KEPT and verdicts[verdict]
     ]
     return [f"filters: {'; '.join(parts)}"] if parts else []
+
+
+def plan_counts(plan: SubdirPlan) -> str:
+    """A plan's summary counts as JSON, kept in the journal so that an unchanged subdir can be reported."""
+    rows: Counter[int] = Counter(item.channel for item in (*plan.trusted, *plan.transfers))
+    verdicts: Counter[Verdict] = Counter()
+    for counts in plan.verdicts.values():
+        verdicts.update(counts)
+    return json.dumps({"rows": dict(rows), "verdicts": {verdict.value: n for verdict, n in verdicts.items()}})

@@ -106,3 +106,41 @@ async def test_status_reports_from_the_journal(config: MirrorConfig, tmp_path: P
 async def test_status_without_a_journal(tmp_path: Path) -> None:
     config = make_config(tmp_path, channels=["https://example.invalid/c/"])
     assert "nothing has been mirrored here yet" in await status_report(config)
+
+
+async def test_an_unchanged_subdir_is_skipped_and_its_index_kept(config: MirrorConfig) -> None:
+    await mirror(config)
+    index = config.channel_dir / "noarch" / "repodata.json"
+    before = index.stat().st_mtime_ns
+    summary = await run(config)
+    assert summary.unchanged == ["noarch"] and summary.published == []
+    assert summary.rows[(0, "noarch")].present == 3
+    assert index.stat().st_mtime_ns == before  # clients' ETags stay valid
+
+
+@pytest.mark.parametrize("change", ["upstream", "filters", "file-deleted", "file-added"])
+async def test_any_change_brings_the_subdir_back(config: MirrorConfig, tmp_path: Path, change: str) -> None:
+    await mirror(config)
+    folder = config.channel_dir / "noarch"
+    if change == "upstream":
+        build_channel(tmp_path / "pkgs", patches={"tzdata-2024a-h0c530f3_0.conda": {"depends": ["hotfix"]}})
+    elif change == "filters":
+        config = config.model_copy(update={"blacklist": ("urllib3",)})
+    elif change == "file-deleted":
+        (folder / TARGET).unlink()
+    else:
+        (folder / "stray-1-0.conda").write_bytes(b"x")
+    summary = await run(config)
+    assert summary.unchanged == [] and summary.published == ["noarch"]
+    assert summary.exit_code == 0
+    assert not (folder / "stray-1-0.conda").exists()
+    assert (folder / TARGET).exists()
+
+
+async def test_a_subdir_with_a_failed_file_is_not_skipped_next_time(config: MirrorConfig, tmp_path: Path) -> None:
+    good = (tmp_path / "pkgs" / "noarch" / TARGET).read_bytes()
+    (tmp_path / "pkgs" / "noarch" / TARGET).write_bytes(b"broken")
+    assert (await run(config.model_copy(update={"retries": 0}))).exit_code == 1
+    (tmp_path / "pkgs" / "noarch" / TARGET).write_bytes(good)  # upstream heals; its index did not change
+    summary = await run(config)
+    assert summary.unchanged == [] and summary.rows[(0, "noarch")].downloaded == 1

@@ -1,0 +1,50 @@
+"""Deterministic workloads for the benchmarks: synthetic channels of any size, written fast."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import orjson
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+EMPTY_MD5 = hashlib.md5(b"", usedforsecurity=False).hexdigest()
+
+
+def record(name: str, index: int, size: int, sha256: str, md5: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "version": f"1.{index}",
+        "build": "h0_0",
+        "build_number": 0,
+        "depends": ["libzlib >=1.2.13,<2.0a0"],
+        "license": "BSD-3-Clause",
+        "md5": md5,
+        "sha256": sha256,
+        "size": size,
+        "subdir": "linux-64",
+        "timestamp": 1_700_000_000_000 + index,
+    }
+
+
+def filename(index: int) -> str:
+    return f"pkg{index % 5000}-1.{index}-h0_0.conda"
+
+
+def empty_file_channel(upstream: Path, channel_dir: Path, count: int) -> None:
+    """An upstream index of `count` empty packages, and a destination that already holds them all.
+
+    Empty files cost an inode and no data block, so a million of them fit anywhere; a no-op resync over
+    them measures listing, journal and planning, which is the point, and not reading bytes.
+    """
+    packages = {filename(i): record(f"pkg{i % 5000}", i, 0, EMPTY_SHA256, EMPTY_MD5) for i in range(count)}
+    doc = {"info": {"subdir": "linux-64"}, "packages": {}, "packages.conda": packages, "repodata_version": 1}
+    (upstream / "linux-64").mkdir(parents=True, exist_ok=True)
+    (upstream / "linux-64" / "repodata.json").write_bytes(orjson.dumps(doc))
+    (upstream / "noarch").mkdir(exist_ok=True)
+    (upstream / "noarch" / "repodata.json").write_bytes(orjson.dumps({"info": {"subdir": "noarch"}, "packages": {}}))
+    folder = channel_dir / "linux-64"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in packages:
+        os.close(os.open(folder / name, os.O_CREAT | os.O_WRONLY, 0o644))
