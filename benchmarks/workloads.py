@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from pathlib import Path
 
 import orjson
@@ -48,3 +49,24 @@ def empty_file_channel(upstream: Path, channel_dir: Path, count: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name in packages:
         os.close(os.open(folder / name, os.O_CREAT | os.O_WRONLY, 0o644))
+
+
+def small_files_channel(upstream: Path, count: int, size: int, seed: int = 7) -> int:
+    """`count` packages of `size` random bytes in linux-64, with a valid index; returns the total bytes."""
+    rng = random.Random(seed)
+    folder = upstream / "linux-64"
+    folder.mkdir(parents=True, exist_ok=True)
+    packages = {}
+    for index in range(count):
+        data = rng.randbytes(size)
+        name = filename(index)
+        (folder / name).write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        packages[name] = record(
+            f"pkg{index % 5000}", index, size, digest, hashlib.md5(data, usedforsecurity=False).hexdigest()
+        )
+    doc = {"info": {"subdir": "linux-64"}, "packages": {}, "packages.conda": packages, "repodata_version": 1}
+    (folder / "repodata.json").write_bytes(orjson.dumps(doc))
+    (upstream / "noarch").mkdir(exist_ok=True)
+    (upstream / "noarch" / "repodata.json").write_bytes(orjson.dumps({"info": {"subdir": "noarch"}, "packages": {}}))
+    return count * size

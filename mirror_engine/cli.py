@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="hash every file already in the mirror instead of trusting the journal; repair and report mismatches",
     )
     run.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="neither consult nor write the journal: files on disk are hashed again (for one-off runs)",
+    )
+    run.add_argument(
         "--progress",
         choices=("auto", "bar", "log", "none"),
         default="auto",
@@ -120,7 +125,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     names = [Channel(url).display for url in config.channel_urls]
     reporter = _reporter(args.progress, names, console, dry_run=args.dry_run)
     destination = LocalDestination(config.channel_dir)
-    mirror = MirrorRun(config, destination, reporter, verify=args.verify)
+    mirror = MirrorRun(config, destination, reporter, verify=args.verify, use_journal=not args.no_journal)
     try:
         summary = _run_async(_until_signalled(mirror, dry_run=args.dry_run))
     finally:
