@@ -39,6 +39,7 @@ slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
+	@command -v nginx >/dev/null || (apt-get update -q && apt-get install -y -q nginx curl)
 	$(BIN)/python -m benchmarks.run
 
 clean:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -62,32 +62,47 @@ class TransferResult:
 
 
 class _Sink:
-    """A temporary file that hashes what it is given; runs in a worker thread."""
+    """A temporary file that hashes what it is given; its methods run in a worker thread.
+
+    The file is created on the first write, so that a small package costs one thread hop in all:
+    create, write, hash, check, fsync and close together in `finish`.
+    """
 
     def __init__(self, path: Path, with_md5: bool) -> None:
         self.path = path
         self.size = 0
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5(usedforsecurity=False) if with_md5 else None
-        self._file = _destination_call(path, lambda: open(path, "xb"))  # noqa: SIM115 - closed in finish/discard
+        self._file: BinaryIO | None = None
 
     def absorb(self, data: bytes) -> None:
         self._sha256.update(data)
         if self._md5 is not None:
             self._md5.update(data)
-        _destination_call(self.path, lambda: self._file.write(data))
+        _destination_call(self.path, lambda: self._open().write(data))
         self.size += len(data)
 
-    def finish(self) -> None:
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            self._file = open(self.path, "xb")  # noqa: SIM115 - closed in finish or discard
+        return self._file
+
+    def finish(self, tail: bytes, item: TransferItem, source: str) -> None:
+        """Take the last bytes, verify size and hash, then make the file durable; raises on a mismatch."""
+        self.absorb(tail)
+        self.check(item, source)
+
         def sync_and_close() -> None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            handle = self._open()
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
 
         _destination_call(self.path, sync_and_close)
 
     def discard(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         self.path.unlink(missing_ok=True)
 
     def check(self, item: TransferItem, source: str) -> None:
@@ -122,11 +137,10 @@ async def download(
         await asyncio.to_thread(_copy_local, source, item, temp_path, with_md5)
         on_bytes(item.size)
         return
-    sink = await asyncio.to_thread(_Sink, temp_path, with_md5)
+    sink = _Sink(temp_path, with_md5)
     try:
-        await _stream(session, item, sink, on_bytes)
-        sink.check(item, redact(item.url))
-        await asyncio.to_thread(sink.finish)
+        tail = await _stream(session, item, sink, on_bytes)
+        await asyncio.to_thread(sink.finish, tail, item, redact(item.url))
     except BaseException:
         await asyncio.shield(asyncio.to_thread(sink.discard))
         raise
@@ -134,7 +148,8 @@ async def download(
 
 async def _stream(
     session: aiohttp.ClientSession, item: TransferItem, sink: _Sink, on_bytes: Callable[[int], None]
-) -> None:
+) -> bytes:
+    """Stream the body into `sink` a block at a time; returns the last, partial block for `finish`."""
     url = redact(item.url)
     try:
         async with session.get(item.url, headers={"Accept-Encoding": "identity"}) as response:
@@ -155,9 +170,8 @@ async def _stream(
                     await asyncio.to_thread(sink.absorb, bytes(buffer))
                     on_bytes(len(buffer))
                     buffer.clear()
-            if buffer:
-                await asyncio.to_thread(sink.absorb, bytes(buffer))
-                on_bytes(len(buffer))
+            on_bytes(len(buffer))
+            return bytes(buffer)
     except aiohttp.ClientPayloadError as exc:
         raise ShortBody(f"{url}: body cut short after {sink.size} bytes ({describe_error(exc)})") from None
     except TimeoutError:
@@ -181,8 +195,7 @@ def _copy_local(source: Path, item: TransferItem, temp_path: Path, with_md5: boo
                 sink.absorb(block)
                 if sink.size > item.size:
                     break
-        sink.check(item, str(source))
-        sink.finish()
+        sink.finish(b"", item, str(source))
     except BaseException:
         sink.discard()
         raise

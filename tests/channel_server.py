@@ -26,7 +26,7 @@ class ChannelServer:
     """Serves `root`; `faults[path]` is a list of faults, one used up per request to that path.
 
     Faults: "500", "503", "404", "429" (Retry-After 0), "short" (promises the full length, sends half,
-    closes), "corrupt" (right length, wrong bytes), "stall" (sends nothing for `stall_seconds`).
+    closes), "corrupt" (right length, wrong bytes), "stall" (sends half, then nothing for `stall_seconds`).
     """
 
     root: Path
@@ -65,10 +65,11 @@ class ChannelServer:
             response = web.StreamResponse()
             response.content_length = len(data)
             await response.prepare(request)
+            await response.write(data[: len(data) // 2])
             if fault == "stall":
                 await asyncio.sleep(self.stall_seconds)
-            await response.write(data[: len(data) // 2])
-            request.transport.close() if request.transport else None
+            if request.transport is not None:
+                request.transport.close()
             return response
         if self.drip is not None and path.endswith((".conda", ".tar.bz2")):
             return await self._drip(request, path, data, *self.drip)

@@ -9,19 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from mirror_engine.demo import build_channel
+from mirror_engine.demo import DEMO_PACKAGES, DemoPackage, build_channel
 from mirror_engine.lock import RunLock
 from tests.channel_server import ChannelServer
 from tests.e2e.conftest import start_cli, wait_for
 
 
 async def _stalled_run(tmp_path: Path, server: ChannelServer) -> asyncio.subprocess.Process:
-    docs = build_channel(tmp_path / "upstream")
-    for filename in docs["noarch"]["packages.conda"]:
-        server.faults[f"/noarch/{filename}"] = ["stall"]
+    """A run whose one big package stalls after 1.5 MB, so that its temporary file exists."""
+    big = DemoPackage("big", "1.0", "0", subdir="noarch", payload_size=3_000_000)
+    build_channel(tmp_path / "upstream", [*DEMO_PACKAGES, big])
+    server.faults["/noarch/big-1.0-0.conda"] = ["stall"]
     (tmp_path / "c.yaml").write_text(f"channels: [{server.url}]\nplatforms: noarch\n")
     process = await start_cli("run", "c.yaml", cwd=tmp_path)
-    await wait_for(lambda: len(list((tmp_path / "mirror").rglob("*.part"))) == 3)
+    await wait_for(lambda: len(list((tmp_path / "mirror").rglob("*.part"))) == 1)
     return process
 
 

@@ -1,0 +1,181 @@
+"""Pure: CEP-16 sharded repodata — one shard per package name, named by the sha256 of its bytes; deterministic.
+
+What a subdir publishes (CEP-16; field names and types as rattler's `ShardedRepodata` and `Shard` read them):
+
+    <subdir>/repodata_shards.msgpack.zst   {"info": {"base_url": "./", "shards_base_url": "./shards/",
+                                             "subdir": ..., "created_at"?: RFC 3339},
+                                            "shards": {name: 32 raw bytes}, "version": 1}
+    <subdir>/shards/<hex sha256>.msgpack.zst
+                                           {"packages": {filename: record}, "packages.conda": {...},
+                                            "removed": [filename, ...]}
+
+Both are msgpack (str as str, bytes as bin) compressed with zstd. A shard's name is the sha256 of its
+compressed bytes, and in its records `sha256` and `md5` are raw bytes instead of hex; every other field
+is upstream's, unchanged. Every map is written with sorted keys, every list of names sorted, and zstd
+runs at a fixed level in one thread, so the same records always give the same bytes and so the same
+file names: an unchanged package keeps its shard across runs and clients keep their cached copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]  # msgpack ships neither stubs nor py.typed
+import zstandard
+
+from mirror_engine.errors import BadRepodata
+from mirror_engine.repodata import SECTIONS, Record, decompress_zst, is_package_filename
+
+SHARD_INDEX_FILENAME = "repodata_shards.msgpack.zst"
+SHARDS_DIR = "shards"
+SHARD_INDEX_VERSION = 1
+# Relative to the subdir: packages sit next to the index, as in repodata.json without base_url. "./"
+# rather than "" because clients join it against the index's own URL, and "" would name the file.
+BASE_URL = "./"
+SHARDS_BASE_URL = f"./{SHARDS_DIR}/"
+# Part of every shard's name: a new level renames every shard, so change it only on purpose.
+ZSTD_LEVEL = 10
+_EXTENSIONS = (".tar.bz2", ".conda")
+# rattler reads created_at as an RFC 3339 timestamp and rejects the whole index if it is not one.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One package name's records, encoded: `data` is the file's bytes, `sha256` their raw digest."""
+
+    name: str
+    data: bytes
+    sha256: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.sha256) != 32:
+            raise ValueError(f"shard {self.name!r}: sha256 must be 32 raw bytes, got {len(self.sha256)}")
+
+    @property
+    def filename(self) -> str:
+        return f"{self.sha256.hex()}.msgpack.zst"
+
+
+def shard_key(name: str) -> str:
+    """The index key for a package name: rattler looks shards up by the lower-cased (normalized) name."""
+    return name.lower()
+
+
+def name_from_filename(filename: str) -> str | None:
+    """`<name>-<version>-<build>.<ext>` -> shard key of <name>, or None if the file name has not that form."""
+    if not is_package_filename(filename):
+        return None
+    extension = next(ext for ext in _EXTENSIONS if filename.endswith(ext))
+    parts = filename.removesuffix(extension).rsplit("-", 2)
+    if len(parts) != 3 or not parts[0]:
+        return None
+    return shard_key(parts[0])
+
+
+def build_shards(records: Iterable[Record], removed: Iterable[str] = ()) -> list[Shard]:
+    """One shard per package name, sorted by name; records' `raw` dicts are copied, never changed.
+
+    Records without a name are left out: no client could look them up. A later record with the same
+    section and file name replaces an earlier one, as in `build_index`. A `removed` file name joins the
+    shard of the name it spells; if that name has no records here it is dropped (rattler would only
+    use it to hide records of that shard, and there are none).
+    """
+    grouped: dict[str, dict[str, dict[str, Any]]] = {}
+    for record in records:
+        key = shard_key(record.name)
+        if not key:
+            continue
+        sections = grouped.setdefault(key, {section: {} for section in SECTIONS})
+        sections[record.section][record.filename] = _shard_record(record)
+    removed_by_name: dict[str, set[str]] = {}
+    for filename in removed:
+        owner = name_from_filename(filename)
+        if owner is not None and owner in grouped:
+            removed_by_name.setdefault(owner, set()).add(filename)
+    compressor = _compressor()
+    shards = []
+    for key in sorted(grouped):
+        doc: dict[str, Any] = {
+            section: {filename: grouped[key][section][filename] for filename in sorted(grouped[key][section])}
+            for section in SECTIONS
+        }
+        doc["removed"] = sorted(removed_by_name.get(key, ()))
+        data = compressor.compress(_pack(doc))
+        shards.append(Shard(key, data, hashlib.sha256(data).digest()))
+    return shards
+
+
+def build_shard_index(subdir: str, shards: Iterable[Shard], *, created_at: str | None = None) -> bytes:
+    """The bytes of `<subdir>/repodata_shards.msgpack.zst` naming `shards`.
+
+    `created_at` is an RFC 3339 time such as "2024-07-22T10:00:00Z" (rattler refuses anything else);
+    it is left out when None, so the same shards then always give the same index bytes.
+    """
+    info: dict[str, Any] = {"base_url": BASE_URL, "shards_base_url": SHARDS_BASE_URL, "subdir": subdir}
+    if created_at is not None:
+        if not _RFC3339.fullmatch(created_at):
+            raise ValueError(f"created_at {created_at!r} is not an RFC 3339 time like 2024-07-22T10:00:00Z")
+        datetime.fromisoformat(created_at)  # month 13, hour 25, ...: ValueError
+        info["created_at"] = created_at
+    names = {shard.name: shard.sha256 for shard in sorted(shards, key=lambda shard: shard.name)}
+    doc = {"info": info, "shards": names, "version": SHARD_INDEX_VERSION}
+    return _compressor().compress(_pack(doc))
+
+
+def read_shard(data: bytes, source: str = "shard") -> dict[str, Any]:
+    """Decompress and unpack one shard file; BadRepodata naming `source` if it is not a msgpack map."""
+    return _unpack(data, source)
+
+
+def read_shard_index(data: bytes, source: str = SHARD_INDEX_FILENAME) -> dict[str, Any]:
+    """Decompress and unpack a shard index; BadRepodata naming `source` if it is not a msgpack map."""
+    return _unpack(data, source)
+
+
+def _shard_record(record: Record) -> dict[str, Any]:
+    """A sorted deep copy of the record with valid hex `sha256`/`md5` as raw bytes (CEP-16).
+
+    A digest that is not valid hex stays as upstream wrote it, just as repodata.json carries it.
+    """
+    doc: dict[str, Any] = _sorted_copy(record.raw)
+    if record.sha256 is not None:
+        doc["sha256"] = bytes.fromhex(record.sha256)
+    if record.md5 is not None:
+        doc["md5"] = bytes.fromhex(record.md5)
+    return doc
+
+
+def _sorted_copy(value: Any) -> Any:
+    """JSON values copied all the way down, map keys sorted: msgpack writes maps in insertion order."""
+    if isinstance(value, dict):
+        return {key: _sorted_copy(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_sorted_copy(item) for item in value]
+    return value
+
+
+def _pack(doc: dict[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb(doc, use_bin_type=True)
+    return packed
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    # threads=0: zstd's single-threaded mode, whose output depends only on input and level.
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0)
+
+
+def _unpack(data: bytes, source: str) -> dict[str, Any]:
+    raw = decompress_zst(data, source)
+    try:
+        doc = msgpack.unpackb(raw, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise BadRepodata(f"{source}: not valid msgpack: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRepodata(f"{source}: top level is not a map")
+    return doc
