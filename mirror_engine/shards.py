@@ -34,8 +34,9 @@ from mirror_engine.repodata import SECTIONS, Record, decompress_zst, is_package_
 SHARD_INDEX_FILENAME = "repodata_shards.msgpack.zst"
 SHARDS_DIR = "shards"
 SHARD_INDEX_VERSION = 1
-# Relative to the subdir: packages sit next to the index, as in repodata.json without base_url. "./"
-# rather than "" because clients join it against the index's own URL, and "" would name the file.
+# Packages sit next to the index, as in a repodata.json without base_url. CEP-16 resolves these against
+# the index: "./" means the subdir whether a client joins against the index file's URL or its folder's
+# (rattler joins against `<channel>/<subdir>/`), where "" would name the index file itself in the first.
 BASE_URL = "./"
 SHARDS_BASE_URL = f"./{SHARDS_DIR}/"
 # Part of every shard's name: a new level renames every shard, so change it only on purpose.

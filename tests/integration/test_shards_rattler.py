@@ -8,7 +8,7 @@ import rattler
 from rattler import Gateway, SourceConfig, Subdir
 
 from mirror_engine.demo import build_channel
-from mirror_engine.repodata import Record, parse_repodata
+from mirror_engine.repodata import parse_repodata
 from mirror_engine.shards import SHARD_INDEX_FILENAME, SHARDS_DIR, build_shard_index, build_shards
 from tests.channel_server import ChannelServer
 
@@ -21,8 +21,7 @@ def write_sharded(root: Path) -> None:
     for subdir in ("linux-64", "noarch"):
         folder = root / subdir
         repodata = parse_repodata((folder / "repodata.json").read_bytes(), f"{subdir}/repodata.json")
-        records: list[Record] = list(repodata.records)
-        shards = build_shards(records, repodata.removed)
+        shards = build_shards(repodata.records, repodata.removed)
         (folder / SHARDS_DIR).mkdir()
         for shard in shards:
             (folder / SHARDS_DIR / shard.filename).write_bytes(shard.data)
@@ -32,7 +31,7 @@ def write_sharded(root: Path) -> None:
 
 async def test_rattler_solves_and_installs_from_shards_alone(tmp_path: Path) -> None:
     root = tmp_path / "up"
-    build_channel(root, removed=REMOVED)
+    docs = build_channel(root, removed=REMOVED)
     write_sharded(root)
     async with ChannelServer(root) as served:
         gateway = Gateway(cache_dir=tmp_path / "cache", default_config=SourceConfig(sharded_enabled=True))
@@ -46,6 +45,10 @@ async def test_rattler_solves_and_installs_from_shards_alone(tmp_path: Path) -> 
         numpy = next(record for record in records if record.name.normalized == "numpy")
         assert numpy.url == f"{served.url}linux-64/numpy-1.26.4-py311h64a7726_0.conda"
         assert numpy.constrains == ["numpy-base <0a0"]  # the served (patched) record, not the archive's
+        for record in records:  # raw digest bytes in the shards read back as upstream's hex
+            upstream = docs[record.subdir]["packages.conda"][record.file_name]
+            assert (record.sha256 or b"").hex() == upstream["sha256"]
+            assert (record.md5 or b"").hex() == upstream["md5"]
         result = await gateway.query([served.url], PLATFORMS, ["numpy"], recursive=False)
         removed = [package.file_name for per_source in result.removed for package in per_source]
         assert removed == ["numpy-1.25.0-py311h64a7726_0.conda"]
