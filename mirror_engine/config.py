@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from mirror_engine.bandwidth import parse_bytes
 from mirror_engine.errors import ConfigError
 from mirror_engine.licenses import FAMILIES, normalize_family
 
@@ -100,6 +101,10 @@ class MirrorConfig(BaseModel):
     retry_backoff_max: Seconds = Field(60.0, ge=0, le=3600)
     connect_timeout: Seconds = Field(30.0, gt=0, le=3600)
     read_timeout: Seconds = Field(60.0, gt=0, le=3600)
+    file_timeout: Seconds = Field(7200.0, gt=0, le=7 * 86400)  # one whole package, all its bytes
+    max_bandwidth: Text | None = None  # "50MB/s": shared by all transfers of a run
+    min_free_space: Text | None = None  # "10GB": stop before the destination's disk gets fuller
+    allow_other_hosts: bool = False  # follow a CEP-15 base_url that points at another host
 
     @field_validator("dest_channel")
     @classmethod
@@ -112,6 +117,20 @@ class MirrorConfig(BaseModel):
         if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("max_bandwidth")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None and parse_bytes(value, rate=True) <= 0:
+            raise ValueError(f"{value!r} must be more than 0 bytes per second")
+        return value
+
+    @field_validator("min_free_space")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_bytes(value, rate=False)
+        return value
 
     @field_validator("platforms")
     @classmethod
@@ -187,6 +206,14 @@ class MirrorConfig(BaseModel):
     @property
     def channel_dir(self) -> Path:
         return self.mirror_dir / self.dest_channel
+
+    @property
+    def max_bandwidth_bytes(self) -> int:
+        return parse_bytes(self.max_bandwidth, rate=True) if self.max_bandwidth else 0
+
+    @property
+    def min_free_bytes(self) -> int:
+        return parse_bytes(self.min_free_space, rate=False) if self.min_free_space else 0
 
     @property
     def state_dir(self) -> Path:

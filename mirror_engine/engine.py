@@ -7,17 +7,20 @@ import hashlib
 import json
 import logging
 import random
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
 from mirror_engine import __version__
+from mirror_engine.bandwidth import TokenBucket
 from mirror_engine.channel import Channel, ChannelReader, IndexBytes, parse_index
 from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations.base import Destination, FileStat
-from mirror_engine.errors import DestinationError, MirrorError
+from mirror_engine.errors import ConnectionFailed, DestinationError, DiskFull, MirrorError
 from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, subdir_selected
 from mirror_engine.journal import Journal
 from mirror_engine.lock import RunLock
@@ -26,7 +29,7 @@ from mirror_engine.pool import run_pool
 from mirror_engine.progress import Reporter
 from mirror_engine.publish import publish_subdir, write_index
 from mirror_engine.retry import RetryPolicy, with_retries
-from mirror_engine.session import open_session
+from mirror_engine.session import open_session, redact
 from mirror_engine.summary import RunSummary, plan_counts
 from mirror_engine.transfer import Outcome, TransferItem, TransferResult, download, file_matches
 
@@ -89,6 +92,7 @@ class MirrorRun:
         self.verify = verify  # hash every file on disk instead of trusting the journal
         self.journal: Journal | None = None
         self._fingerprints: dict[str, str] = {}  # subdir -> fingerprint of the inputs of its plan
+        self.throttle = TokenBucket(config.max_bandwidth_bytes) if config.max_bandwidth_bytes else None
         self._work: asyncio.Task[None] | None = None
 
     def request_stop(self, reason: str) -> None:
@@ -298,9 +302,16 @@ class MirrorRun:
                 self.reporter.advanced(item.channel, nbytes)
 
             try:
+                await self._ensure_free_space(item)
                 temp = self.destination.temp_path(item.subdir, item.filename)
-                await download(session, item, temp, count)
+                async with asyncio.timeout(self.config.file_timeout):
+                    await download(session, item, temp, count, self.throttle)
                 await self.destination.commit(temp, item.subdir, item.filename)
+            except TimeoutError:
+                self.reporter.advanced(item.channel, -received)
+                raise ConnectionFailed(
+                    f"{redact(item.url)}: not done within file_timeout ({self.config.file_timeout:g}s)"
+                ) from None
             except MirrorError:
                 self.reporter.advanced(item.channel, -received)  # a retry starts the file again
                 raise
@@ -313,6 +324,9 @@ class MirrorRun:
                 rng=self.rng,
                 on_retry=lambda error, delay: log.warning("%s; retry in %.1fs", error, delay),
             )
+        except DiskFull as error:
+            left = sum(row.to_fetch_bytes for row in self.summary.rows.values()) - self.summary.downloaded_bytes
+            raise DiskFull(f"{error}; about {left / 1e9:.2f} GB more is needed to finish this run") from None
         except DestinationError:
             raise  # the destination is broken for every file: stop the run
         except MirrorError as error:
@@ -322,6 +336,18 @@ class MirrorRun:
             return TransferResult(item, Outcome.FAILED, error=str(error))
         await self._journal_verified(item)
         return TransferResult(item, Outcome.DOWNLOADED, nbytes=item.size)
+
+    async def _ensure_free_space(self, item: TransferItem) -> None:
+        """`min_free_space`: stop before a download would leave less than that on the destination's disk."""
+        floor = self.config.min_free_bytes
+        if not floor:
+            return
+        usage = await asyncio.to_thread(shutil.disk_usage, _existing_ancestor(self.config.channel_dir))
+        if usage.free - item.size < floor:
+            raise DiskFull(
+                f"{self.config.channel_dir}: {usage.free / 1e9:.2f} GB free; {item.filename} needs "
+                f"{item.size / 1e6:.1f} MB and min_free_space keeps {floor / 1e9:.2f} GB"
+            )
 
     async def _journal_verified(self, item: TransferItem) -> None:
         """Record a verified file with the stat it has now, so later runs trust it without reading it."""
@@ -343,6 +369,12 @@ def _first_mirror_error(group: BaseExceptionGroup[BaseException]) -> MirrorError
             if found is not None:
                 return found
     return None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _fingerprint(config: MirrorConfig, indexes: list[tuple[str, str]]) -> str:

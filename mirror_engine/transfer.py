@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
+from mirror_engine.bandwidth import TokenBucket
 from mirror_engine.errors import (
     ChecksumMismatch,
     ConnectionFailed,
@@ -129,6 +130,7 @@ async def download(
     item: TransferItem,
     temp_path: Path,
     on_bytes: Callable[[int], None],
+    throttle: TokenBucket | None = None,
 ) -> None:
     """Fetch `item` into `temp_path`, verified and fsynced; on any failure nothing is left behind."""
     with_md5 = item.sha256 is None
@@ -139,7 +141,7 @@ async def download(
         return
     sink = _Sink(temp_path, with_md5)
     try:
-        tail = await _stream(session, item, sink, on_bytes)
+        tail = await _stream(session, item, sink, on_bytes, throttle)
         await asyncio.to_thread(sink.finish, tail, item, redact(item.url))
     except BaseException:
         await asyncio.shield(asyncio.to_thread(sink.discard))
@@ -147,7 +149,11 @@ async def download(
 
 
 async def _stream(
-    session: aiohttp.ClientSession, item: TransferItem, sink: _Sink, on_bytes: Callable[[int], None]
+    session: aiohttp.ClientSession,
+    item: TransferItem,
+    sink: _Sink,
+    on_bytes: Callable[[int], None],
+    throttle: TokenBucket | None,
 ) -> bytes:
     """Stream the body into `sink` a block at a time; returns the last, partial block for `finish`."""
     url = redact(item.url)
@@ -166,6 +172,8 @@ async def _stream(
                 if received > item.size:
                     raise ShortBody(f"{url}: more than the {item.size} bytes the record says")
                 buffer += chunk
+                if throttle is not None:
+                    await throttle.take(len(chunk))
                 if len(buffer) >= BLOCK:
                     await asyncio.to_thread(sink.absorb, bytes(buffer))
                     on_bytes(len(buffer))
