@@ -21,6 +21,7 @@ TEMP_SUFFIX = ".part"
 class LocalDestination:
     def __init__(self, channel_dir: Path) -> None:
         self.channel_dir = channel_dir
+        self._made: set[str] = set()  # subdir folders known to exist
 
     @property
     def display(self) -> str:
@@ -63,7 +64,10 @@ class LocalDestination:
 
     def temp_path(self, subdir: str, filename: str) -> Path:
         folder = self.channel_dir / subdir
-        folder.mkdir(parents=True, exist_ok=True)
+        if subdir not in self._made:
+            with _os_errors(folder):
+                folder.mkdir(parents=True, exist_ok=True)
+            self._made.add(subdir)
         return folder / f".{filename}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
 
     def final_path(self, subdir: str, filename: str) -> Path | None:
