@@ -48,6 +48,11 @@ class Channel:
     def file_url(self, subdir: str, name: str) -> str:
         return f"{self.url}{subdir}/{quote(name)}"
 
+    def same_origin(self, url: str) -> bool:
+        """Whether `url` is on this channel's scheme, host and port (a base_url may point elsewhere)."""
+        mine, theirs = urlsplit(self.url), urlsplit(url)
+        return (mine.scheme, mine.netloc) == (theirs.scheme, theirs.netloc)
+
     def package_base(self, subdir: str, base_url: str | None) -> str:
         """Where the subdir's packages are: CEP-15 `info.base_url` (maybe relative) or the subdir itself."""
         subdir_url = f"{self.url}{subdir}/"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -192,7 +193,19 @@ class MirrorRun:
             Upstream(i, self.channels[i].package_base(subdir, repodata.base_url), repodata)
             for (i, _), repodata in zip(indexes, parsed, strict=True)
         ]
-        plan = await asyncio.to_thread(plan_subdir, subdir, upstreams, self.rules, existing, known)
+        for upstream in upstreams:
+            channel = self.channels[upstream.channel]
+            if not self.config.allow_other_hosts and not channel.same_origin(upstream.package_base):
+                self.summary.subdir_failed(
+                    subdir,
+                    f"{channel.display}{subdir}: info.base_url sends downloads to {redact(upstream.package_base)}; "
+                    "set allow_other_hosts: true to follow it",
+                )
+                return None
+        plan = await asyncio.to_thread(
+            functools.partial(plan_subdir, keep_removed=not self.config.prune_removed),
+            subdir, upstreams, self.rules, existing, known,
+        )  # fmt: skip
         self._fingerprints[subdir] = fingerprint
         if self.journal is not None and not dry_run:
             self.journal.planned(subdir, ((item.filename, item.size) for item in plan.transfers))

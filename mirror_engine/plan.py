@@ -68,6 +68,7 @@ class SubdirPlan:
     verdicts: Mapping[int, Counter[Verdict]] = field(default_factory=dict)  # per channel
     conflicts: tuple[Conflict, ...] = ()
     rejected: tuple[Rejected, ...] = ()
+    retired: tuple[str, ...] = ()  # on disk, gone from upstream's packages into its `removed`: kept
 
     @property
     def fetch_bytes(self) -> int:
@@ -80,7 +81,8 @@ class SubdirPlan:
     @property
     def stale(self) -> list[str]:
         """Files in the destination that the new index will not name: deleted after it is published."""
-        return sorted(name for name in self.existing if name not in self.wanted)
+        keep = set(self.retired)
+        return sorted(name for name in self.existing if name not in self.wanted and name not in keep)
 
 
 def plan_subdir(
@@ -89,11 +91,14 @@ def plan_subdir(
     rules: FilterRules,
     existing: Mapping[str, FileStat],
     known: Mapping[str, Known] | None = None,
+    *,
+    keep_removed: bool = True,
 ) -> SubdirPlan:
     """Filter each channel's records, merge channels (first one wins a filename), and pair with the destination.
 
     A file on disk is trusted without reading it when the journal verified it with the record's hash and it
     still has the size and mtime it had then; one of the right size is hashed; anything else is fetched.
+    Files upstream has moved into `removed` stay (lockfiles still point at them) unless not `keep_removed`.
     """
     known = known or {}
     wanted: dict[str, Record] = {}
@@ -127,6 +132,8 @@ def plan_subdir(
                 trusted.append(item)
             else:
                 transfers.append(item)
+    upstream_removed = {name for u in upstreams for name in u.repodata.removed}
+    retired = [name for name in sorted(existing) if name in upstream_removed and name not in wanted]
     return SubdirPlan(
         subdir=subdir,
         upstream=tuple(u.repodata for u in sorted(upstreams, key=lambda u: u.channel)),
@@ -137,6 +144,7 @@ def plan_subdir(
         verdicts=verdicts,
         conflicts=tuple(conflicts),
         rejected=tuple(rejected),
+        retired=tuple(retired) if keep_removed else (),
     )
 
 

@@ -1,15 +1,20 @@
-"""Publish a subdir: its index names exactly the verified files, written after them; stale files go last."""
+"""Publish a subdir: with its packages in place, shards, shard index, .zst, .json, then deletions."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Collection
+import time
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mirror_engine.destinations.base import Destination
 from mirror_engine.plan import SubdirPlan
 from mirror_engine.repodata import Record, Repodata, build_index, compress_zst, encode_index
+from mirror_engine.shards import SHARD_INDEX_FILENAME, SHARDS_DIR, build_shard_index, build_shards, read_shard_index
+
+SHARD_GRACE_SECONDS = 7 * 86400  # CEP-16: clients holding an older shard index still find its shards
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,28 +24,66 @@ class Published:
     deleted: tuple[str, ...]
 
 
-async def publish_subdir(destination: Destination, plan: SubdirPlan, verified: Collection[str]) -> Published:
-    """Write repodata.json.zst then repodata.json for the verified files, then delete stale files.
+async def publish_subdir(
+    destination: Destination, plan: SubdirPlan, verified: Collection[str], *, now: float | None = None
+) -> Published:
+    """Write the subdir's index for the verified files, then delete stale files and expired shards.
 
-    Every package the index names was committed before this is called.
+    Every package the index names was committed before this is called. Files upstream retired into
+    `removed` that we still hold are listed in our `removed`; nothing else is.
     """
     records = [record for filename, record in plan.wanted.items() if filename in verified]
-    index_sha256 = await write_index(destination, plan.subdir, plan.upstream, records)
-    named = {record.filename for record in records}
-    stale = tuple(sorted(name for name in plan.existing if name not in named))
+    index_sha256 = await write_index(destination, plan.subdir, plan.upstream, records, plan.retired)
+    stale = tuple(plan.stale)
     if stale:
         await destination.delete(plan.subdir, list(stale))
+    await collect_old_shards(destination, plan.subdir, now=time.time() if now is None else now)
     return Published(index_sha256, len(records), stale)
 
 
 async def write_index(
-    destination: Destination, subdir: str, upstream: tuple[Repodata, ...], records: Collection[Record]
+    destination: Destination,
+    subdir: str,
+    upstream: tuple[Repodata, ...],
+    records: Collection[Record],
+    removed: Iterable[str] = (),
 ) -> str:
-    """Write both index files of a subdir; returns the sha256 of repodata.json."""
-    doc = build_index(subdir, upstream, records)
+    """Write every index file of a subdir in the order that keeps clients safe; returns repodata.json's sha256."""
+    removed = list(removed)
+    doc = build_index(subdir, upstream, records, removed)
     json_bytes = await asyncio.to_thread(encode_index, doc)
     zst_bytes = await asyncio.to_thread(compress_zst, json_bytes)
-    # .zst first and plain .json last, as conda's own indexers do; each rename is atomic on its own.
+    shards = await asyncio.to_thread(build_shards, records, removed)
+    await destination.write_absent(subdir, [(f"{SHARDS_DIR}/{shard.filename}", shard.data) for shard in shards])
+    created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    shard_index = await asyncio.to_thread(build_shard_index, subdir, shards, created_at=created_at)
+    await destination.write_index(subdir, SHARD_INDEX_FILENAME, shard_index)
+    # .zst before plain .json, as conda's own indexers do; each rename is atomic on its own.
     await destination.write_index(subdir, "repodata.json.zst", zst_bytes)
     await destination.write_index(subdir, "repodata.json", json_bytes)
     return hashlib.sha256(json_bytes).hexdigest()
+
+
+async def collect_old_shards(destination: Destination, subdir: str, *, now: float) -> list[str]:
+    """Delete shards that no index has named for longer than the grace period.
+
+    A shard named by the current index is rewritten only when absent, so its mtime tells when it was
+    first published, not when it was last named: only unnamed ones are candidates.
+    """
+    present = await destination.list_folder(subdir, SHARDS_DIR)
+    if not present:
+        return []
+    named = await _named_shards(destination, subdir)
+    expired = sorted(name for name, mtime in present.items() if name not in named and now - mtime > SHARD_GRACE_SECONDS)
+    if expired:
+        await destination.delete(subdir, [f"{SHARDS_DIR}/{name}" for name in expired])
+    return expired
+
+
+async def _named_shards(destination: Destination, subdir: str) -> set[str]:
+    path = destination.final_path(subdir, SHARD_INDEX_FILENAME)
+    if path is None:
+        return set()
+    data = await asyncio.to_thread(path.read_bytes)
+    index = await asyncio.to_thread(read_shard_index, data, str(path))
+    return {f"{bytes(digest).hex()}.msgpack.zst" for digest in index.get("shards", {}).values()}

@@ -136,11 +136,14 @@ def parse_repodata(data: bytes, source: str) -> Repodata:
     return Repodata(info=info, records=tuple(records), removed=tuple(removed), extra=extra)
 
 
-def build_index(subdir: str, upstream: Iterable[Repodata], records: Iterable[Record]) -> JsonObject:
+def build_index(
+    subdir: str, upstream: Iterable[Repodata], records: Iterable[Record], removed: Iterable[str] | None = None
+) -> JsonObject:
     """The repodata a mirror publishes: the given upstream records unchanged, upstream's other keys kept.
 
     `info` and unknown top-level keys come from the first upstream index; `base_url` is dropped so
-    clients fetch packages from the mirror, not from upstream. `removed` is the union, in order.
+    clients fetch packages from the mirror, not from upstream. `removed` is the given list, or else the
+    union of upstream's, in order.
     """
     upstream = list(upstream)
     first = upstream[0] if upstream else Repodata(info={}, records=())
@@ -149,8 +152,9 @@ def build_index(subdir: str, upstream: Iterable[Repodata], records: Iterable[Rec
     sections: dict[str, JsonObject] = {section: {} for section in SECTIONS}
     for record in sorted(records, key=lambda r: (r.section, r.filename)):
         sections[record.section][record.filename] = record.raw
-    removed = list(dict.fromkeys(name for repodata in upstream for name in repodata.removed))
-    doc: JsonObject = {"info": info, **sections, "removed": removed}
+    if removed is None:
+        removed = dict.fromkeys(name for repodata in upstream for name in repodata.removed)
+    doc: JsonObject = {"info": info, **sections, "removed": list(removed)}
     for key, value in first.extra.items():
         doc.setdefault(key, value)
     doc.setdefault("repodata_version", 1)

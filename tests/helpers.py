@@ -14,6 +14,7 @@ from mirror_engine.config import MirrorConfig, parse_config
 from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.engine import MirrorRun
 from mirror_engine.progress import NullReporter
+from mirror_engine.shards import read_shard, read_shard_index
 from mirror_engine.summary import RunSummary
 
 FAST = {"retry_backoff": 0.01, "retry_backoff_max": 0.05, "read_timeout": 2, "connect_timeout": 2}
@@ -35,7 +36,26 @@ def published(config: MirrorConfig, subdir: str) -> dict[str, Any]:
         zstandard.ZstdDecompressor().decompressobj().decompress((folder / "repodata.json.zst").read_bytes())
     )
     assert from_zst == doc, "repodata.json.zst and repodata.json differ"
+    assert_shards_agree(folder, doc)
     return doc
+
+
+def assert_shards_agree(folder: Path, doc: dict[str, Any]) -> None:
+    """The CEP-16 shards name the same records as repodata.json (digests as bytes there), no more."""
+    index = read_shard_index((folder / "repodata_shards.msgpack.zst").read_bytes())
+    assert index["info"]["subdir"] == doc["info"]["subdir"]
+    seen: dict[str, dict[str, Any]] = {"packages": {}, "packages.conda": {}}
+    for name, digest in index["shards"].items():
+        data = (folder / "shards" / f"{bytes(digest).hex()}.msgpack.zst").read_bytes()
+        assert hashlib.sha256(data).digest() == bytes(digest)
+        shard = read_shard(data)
+        for section in seen:
+            for filename, record in shard[section].items():
+                assert record["name"].lower() == name
+                seen[section][filename] = {
+                    key: bytes(value).hex() if key in ("sha256", "md5") else value for key, value in record.items()
+                }
+    assert seen == {"packages": doc["packages"], "packages.conda": doc["packages.conda"]}
 
 
 def assert_index_sound(config: MirrorConfig, subdir: str, upstream: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,15 @@ class Destination(Protocol):
         """Move a verified temporary file into place (rename, or upload and remove)."""
 
     async def write_index(self, subdir: str, name: str, data: bytes) -> None:
-        """Write one index file atomically: readers see the old bytes or the new, never a mix."""
+        """Write one index file atomically: readers see the old bytes or the new, never a mix.
+        `name` may name a file in a folder of the subdir (`shards/<sha256>.msgpack.zst`)."""
+
+    async def write_absent(self, subdir: str, files: list[tuple[str, bytes]]) -> int:
+        """Write the content-addressed files that do not exist yet, durably; returns how many it wrote."""
+        ...
+
+    async def list_folder(self, subdir: str, folder: str) -> dict[str, float]:
+        """Files of `<subdir>/<folder>/`: name -> mtime (seconds)."""
+        ...
 
     async def delete(self, subdir: str, filenames: list[str]) -> None: ...

@@ -33,7 +33,9 @@ class LocalDestination:
     def _open(self) -> None:
         with _os_errors(self.channel_dir):
             self.channel_dir.mkdir(parents=True, exist_ok=True)
-        removed = sum(_remove_temps(entry) for entry in self.channel_dir.iterdir() if entry.is_dir())
+        folders = [entry for entry in self.channel_dir.iterdir() if entry.is_dir()]
+        folders += [folder / "shards" for folder in folders if (folder / "shards").is_dir()]
+        removed = sum(_remove_temps(folder) for folder in folders)
         if removed:
             log.info("%s: removed %d temporary files left by an interrupted run", self.channel_dir, removed)
 
@@ -78,11 +80,44 @@ class LocalDestination:
             os.replace(temp, self.channel_dir / subdir / filename)
 
     async def write_index(self, subdir: str, name: str, data: bytes) -> None:
-        await asyncio.to_thread(self._write_atomically, self.channel_dir / subdir, name, data)
+        await asyncio.to_thread(self._write_atomically, self.channel_dir / subdir / name, data)
+
+    async def write_absent(self, subdir: str, files: list[tuple[str, bytes]]) -> int:
+        """Content-addressed files (shards): write those not there yet, all durable before this returns."""
+
+        def write_all() -> int:
+            written = 0
+            for name, data in files:
+                path = self.channel_dir / subdir / name
+                if path.exists():
+                    continue
+                temp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+                with _os_errors(temp):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    temp.write_bytes(data)
+                    os.replace(temp, path)
+                written += 1
+            if written:
+                os.sync()  # one flush for thousands of small files, instead of an fsync each
+            return written
+
+        return await asyncio.to_thread(write_all)
+
+    async def list_folder(self, subdir: str, folder: str) -> dict[str, float]:
+        """Files in `<subdir>/<folder>/` with their mtimes (for garbage-collecting old shards)."""
+
+        def scan() -> dict[str, float]:
+            path = self.channel_dir / subdir / folder
+            if not path.is_dir():
+                return {}
+            return {e.name: e.stat().st_mtime for e in os.scandir(path) if e.is_file() and not e.name.startswith(".")}
+
+        return await asyncio.to_thread(scan)
 
     @staticmethod
-    def _write_atomically(folder: Path, name: str, data: bytes) -> None:
-        temp = folder / f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    def _write_atomically(path: Path, data: bytes) -> None:
+        folder = path.parent
+        temp = folder / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         with _os_errors(temp):
             folder.mkdir(parents=True, exist_ok=True)
             try:
@@ -92,7 +127,7 @@ class LocalDestination:
                     os.fsync(handle.fileno())
                 # The packages renamed before this index must be durable before the index names them.
                 _fsync_dir(folder)
-                os.replace(temp, folder / name)
+                os.replace(temp, path)
                 _fsync_dir(folder)
             finally:
                 temp.unlink(missing_ok=True)
