@@ -1,0 +1,77 @@
+"""What a subdir publishes beside the packages: removed files, shards and their garbage collection."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from mirror_engine.demo import DemoPackage, build_channel
+from mirror_engine.destinations.local import LocalDestination
+from mirror_engine.publish import SHARD_GRACE_SECONDS, collect_old_shards
+from tests.channel_server import ChannelServer
+from tests.helpers import make_config, mirror, names, published
+
+OLD = DemoPackage("tool", "1.0", "0", subdir="noarch")
+NEW = DemoPackage("tool", "2.0", "0", subdir="noarch")
+
+
+def retire_old(root: Path) -> None:
+    """Upstream moves tool 1.0 from packages into removed, as conda-forge does with broken builds."""
+    index = root / "noarch" / "repodata.json"
+    doc = json.loads(index.read_text())
+    del doc["packages.conda"]["tool-1.0-0.conda"]
+    doc["removed"] = ["tool-1.0-0.conda", "never-mirrored-1-0.conda"]
+    index.write_text(json.dumps(doc))
+    (root / "noarch" / "repodata.json.zst").unlink()
+
+
+@pytest.mark.parametrize("prune", [False, True])
+async def test_files_upstream_retires_stay_unless_pruned(tmp_path: Path, prune: bool) -> None:
+    root = tmp_path / "pkgs"
+    build_channel(root, [OLD, NEW])
+    config = make_config(tmp_path, channels=[str(root)], platforms=["noarch"], prune_removed=prune)
+    await mirror(config)
+    retire_old(root)
+    summary = await mirror(config)
+    assert summary.exit_code == 0
+    doc = published(config, "noarch")
+    assert names(doc) == {"tool-2.0-0.conda"}
+    kept = (config.channel_dir / "noarch" / "tool-1.0-0.conda").exists()
+    assert kept is not prune
+    assert doc["removed"] == ([] if prune else ["tool-1.0-0.conda"])  # never a file the mirror lacks
+
+
+async def test_old_shards_are_collected_after_the_grace_period(tmp_path: Path) -> None:
+    root = tmp_path / "pkgs"
+    build_channel(root, [OLD])
+    config = make_config(tmp_path, channels=[str(root)], platforms=["noarch"])
+    await mirror(config)
+    shards = config.channel_dir / "noarch" / "shards"
+    (first,) = list(shards.iterdir())
+    build_channel(root, [OLD], patches={"tool-1.0-0.conda": {"depends": ["hotfix"]}})  # a new shard
+    await mirror(config)
+    assert first.exists(), "a superseded shard stays for the grace period"
+    destination = LocalDestination(config.channel_dir)
+    now = time.time()
+    assert await collect_old_shards(destination, "noarch", now=now) == []
+    os.utime(first, (now - SHARD_GRACE_SECONDS - 60,) * 2)
+    assert await collect_old_shards(destination, "noarch", now=now) == [first.name]
+    assert len(list(shards.iterdir())) == 1
+    assert published(config, "noarch")["packages.conda"]["tool-1.0-0.conda"]["depends"] == ["hotfix"]
+
+
+async def test_a_base_url_on_another_host_needs_allow_other_hosts(tmp_path: Path) -> None:
+    root = tmp_path / "pkgs"
+    docs = build_channel(root, [OLD], zst=False)
+    doc = docs["noarch"] | {"repodata_version": 2, "info": {"subdir": "noarch", "base_url": "http://127.0.0.2:1/x/"}}
+    (root / "noarch" / "repodata.json").write_text(json.dumps(doc))
+    async with ChannelServer(root) as server:
+        config = make_config(tmp_path, channels=[server.url], platforms=["noarch"])
+        summary = await mirror(config)
+    assert summary.exit_code == 1
+    assert "set allow_other_hosts: true" in summary.failures[0][1]
+    assert names(published(config, "noarch")) == set()  # only the empty index every client asks for
