@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -13,12 +14,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import orjson
 
 from mirror_engine import __version__
 from mirror_engine.bandwidth import TokenBucket
 from mirror_engine.channel import Channel, ChannelReader, IndexBytes, parse_index
+from mirror_engine.channelfiles import SUBDIR_SIDECARS, build_channeldata
 from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations.base import Destination, FileStat
 from mirror_engine.errors import ConnectionFailed, DestinationError, DiskFull, MirrorError
@@ -179,11 +183,36 @@ class MirrorRun:
         indexes = await self._fetch_indexes(reader, subdir)
         if not indexes:
             return None
-        fingerprint = _fingerprint(self.config, [(self.channels[i].url, index.sha256) for i, index in indexes])
+        try:
+            sidecars = await self._fetch_sidecars(reader, subdir, [i for i, _ in indexes])
+        except MirrorError as error:
+            self.summary.subdir_failed(subdir, str(error))
+            return None
+        inputs = [(self.channels[i].url, index.sha256) for i, index in indexes]
+        inputs += [(name, hashlib.sha256(data).hexdigest()) for name, datas in sidecars.items() for data in datas]
+        fingerprint = _fingerprint(self.config, inputs)
         existing = {} if dry_run and not self.config.channel_dir.exists() else await self.destination.listing(subdir)
         known = await self.journal.known(subdir) if self.journal is not None and not self.verify else {}
         if await self._unchanged(subdir, fingerprint, existing, known):
             return None
+        upstreams = await self._upstreams(subdir, indexes)
+        if upstreams is None:
+            return None
+        plan = await asyncio.to_thread(
+            functools.partial(plan_subdir, keep_removed=not self.config.prune_removed),
+            subdir, upstreams, self.rules, existing, known,
+        )  # fmt: skip
+        plan = dataclasses.replace(plan, sidecars=await asyncio.to_thread(_parse_sidecars, subdir, sidecars))
+        self._fingerprints[subdir] = fingerprint
+        if self.journal is not None and not dry_run:
+            self.journal.planned(subdir, ((item.filename, item.size) for item in plan.transfers))
+        self.summary.add_plan(plan)
+        self.stale[subdir] = len(plan.stale)
+        self.reporter.planned(plan)
+        return plan
+
+    async def _upstreams(self, subdir: str, indexes: list[tuple[int, IndexBytes]]) -> list[Upstream] | None:
+        """Parse each channel's index; None (and the subdir reported failed) when one cannot be used."""
         try:
             parsed = await asyncio.gather(*(parse_index(index) for _, index in indexes))
         except MirrorError as error:
@@ -202,17 +231,17 @@ class MirrorRun:
                     "set allow_other_hosts: true to follow it",
                 )
                 return None
-        plan = await asyncio.to_thread(
-            functools.partial(plan_subdir, keep_removed=not self.config.prune_removed),
-            subdir, upstreams, self.rules, existing, known,
-        )  # fmt: skip
-        self._fingerprints[subdir] = fingerprint
-        if self.journal is not None and not dry_run:
-            self.journal.planned(subdir, ((item.filename, item.size) for item in plan.transfers))
-        self.summary.add_plan(plan)
-        self.stale[subdir] = len(plan.stale)
-        self.reporter.planned(plan)
-        return plan
+        return upstreams
+
+    async def _fetch_sidecars(self, reader: ChannelReader, subdir: str, channels: list[int]) -> dict[str, list[bytes]]:
+        """Upstream's run_exports.json and repodata_from_packages.json of a subdir, where it serves them."""
+        found: dict[str, list[bytes]] = {}
+        for name in SUBDIR_SIDECARS:
+            datas = await asyncio.gather(*(reader.read(self.channels[i].file_url(subdir, name)) for i in channels))
+            present = [data for data in datas if data is not None]
+            if present:
+                found[name] = present
+        return found
 
     async def _fetch_indexes(self, reader: ChannelReader, subdir: str) -> list[tuple[int, IndexBytes]]:
         """Every channel's index of a subdir; empty if any channel failed, since publishing without one
@@ -273,6 +302,31 @@ class MirrorRun:
             raise _first_mirror_error(group) or group from None
         if ALWAYS_MIRRORED_SUBDIR not in self.summary.published:
             await self._ensure_noarch()
+        if self.summary.published:
+            await self._write_channel_files(reader, subdirs)
+
+    async def _write_channel_files(self, reader: ChannelReader, subdirs: list[str]) -> None:
+        """channeldata.json for what the mirror holds now, and upstream's notices.json as it is."""
+        names_by_subdir: dict[str, set[str]] = {}
+        for subdir in subdirs:
+            path = self.destination.final_path(subdir, "repodata.json")
+            if path is not None and await asyncio.to_thread(path.exists):
+                names_by_subdir[subdir] = await asyncio.to_thread(_record_names, path)
+        upstream: list[dict[str, Any]] = []
+        notices: bytes | None = None
+        for channel in self.channels:
+            try:
+                data = await reader.read(f"{channel.url}channeldata.json")
+                if data is not None:
+                    upstream.append(orjson.loads(data))
+                if notices is None:
+                    notices = await reader.read(f"{channel.url}notices.json")
+            except (MirrorError, orjson.JSONDecodeError) as error:  # optional files: say so and go on
+                log.warning("%s: channeldata.json or notices.json unreadable: %s", channel.display, error)
+        doc = build_channeldata(names_by_subdir, upstream)
+        await self.destination.write_index("", "channeldata.json", orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
+        if notices is not None:
+            await self.destination.write_index("", "notices.json", notices)
 
     async def _publish_when_settled(self, job: _SubdirJob) -> None:
         await job.settled.wait()
@@ -382,6 +436,29 @@ def _first_mirror_error(group: BaseExceptionGroup[BaseException]) -> MirrorError
             if found is not None:
                 return found
     return None
+
+
+def _parse_sidecars(subdir: str, sidecars: dict[str, list[bytes]]) -> dict[str, tuple[dict[str, Any], ...]]:
+    """Sidecar files are a convenience for clients: one that is not valid JSON is left out, with a warning."""
+    parsed: dict[str, tuple[dict[str, Any], ...]] = {}
+    for name, datas in sidecars.items():
+        try:
+            docs = tuple(orjson.loads(data) for data in datas)
+        except orjson.JSONDecodeError as exc:
+            log.warning("%s/%s: not valid JSON (%s); not mirrored", subdir, name, exc)
+            continue
+        parsed[name] = tuple(doc for doc in docs if isinstance(doc, dict))
+    return parsed
+
+
+def _record_names(repodata_json: Path) -> set[str]:
+    doc = orjson.loads(repodata_json.read_bytes())
+    return {
+        record["name"]
+        for section in ("packages", "packages.conda")
+        for record in doc.get(section, {}).values()
+        if isinstance(record, dict) and isinstance(record.get("name"), str)
+    }
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 from mirror_engine.destinations.base import FileStat
@@ -69,6 +70,7 @@ class SubdirPlan:
     conflicts: tuple[Conflict, ...] = ()
     rejected: tuple[Rejected, ...] = ()
     retired: tuple[str, ...] = ()  # on disk, gone from upstream's packages into its `removed`: kept
+    sidecars: Mapping[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)  # run_exports.json...
 
     @property
     def fetch_bytes(self) -> int:

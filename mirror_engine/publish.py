@@ -8,7 +8,11 @@ import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+import orjson
+
+from mirror_engine.channelfiles import filter_sidecar
 from mirror_engine.destinations.base import Destination
 from mirror_engine.plan import SubdirPlan
 from mirror_engine.repodata import Record, Repodata, build_index, compress_zst, encode_index
@@ -33,12 +37,19 @@ async def publish_subdir(
     `removed` that we still hold are listed in our `removed`; nothing else is.
     """
     records = [record for filename, record in plan.wanted.items() if filename in verified]
+    held = {record.filename for record in records} | set(plan.retired)
+    for name, docs in plan.sidecars.items():
+        await destination.write_index(plan.subdir, name, await asyncio.to_thread(_encode_sidecar, docs, held))
     index_sha256 = await write_index(destination, plan.subdir, plan.upstream, records, plan.retired)
     stale = tuple(plan.stale)
     if stale:
         await destination.delete(plan.subdir, list(stale))
     await collect_old_shards(destination, plan.subdir, now=time.time() if now is None else now)
     return Published(index_sha256, len(records), stale)
+
+
+def _encode_sidecar(docs: tuple[dict[str, Any], ...], held: set[str]) -> bytes:
+    return orjson.dumps(filter_sidecar(docs, held), option=orjson.OPT_SORT_KEYS)
 
 
 async def write_index(

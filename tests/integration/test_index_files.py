@@ -75,3 +75,34 @@ async def test_a_base_url_on_another_host_needs_allow_other_hosts(tmp_path: Path
     assert summary.exit_code == 1
     assert "set allow_other_hosts: true" in summary.failures[0][1]
     assert names(published(config, "noarch")) == set()  # only the empty index every client asks for
+
+
+async def test_channel_files_are_filtered_to_what_the_mirror_holds(tmp_path: Path) -> None:
+    root = tmp_path / "pkgs"
+    docs = build_channel(root)
+    for subdir, doc in docs.items():
+        run_exports: dict[str, object] = {"info": {"subdir": subdir}}
+        for section in ("packages", "packages.conda"):
+            run_exports[section] = {f: {"run_exports": {"weak": [f"{r['name']} >=1"]}} for f, r in doc[section].items()}
+        (root / subdir / "run_exports.json").write_text(json.dumps(run_exports))
+        (root / subdir / "repodata_from_packages.json").write_text(json.dumps(doc))
+    channeldata = json.loads((root / "channeldata.json").read_text())
+    channeldata["packages"] = {"zlib": {"description": "compression", "subdirs": ["linux-64"]}, "gone": {}}
+    (root / "channeldata.json").write_text(json.dumps(channeldata))
+    (root / "notices.json").write_text('{"notices": []}')
+    async with ChannelServer(root) as server:
+        config = make_config(tmp_path, channels=[server.url], platforms=["linux-64"], blacklist=["python", "tzdata"])
+        summary = await mirror(config)
+    assert summary.exit_code == 0, summary.failures
+    for subdir in ("linux-64", "noarch"):
+        held = names(published(config, subdir))
+        for sidecar in ("run_exports.json", "repodata_from_packages.json"):
+            doc = json.loads((config.channel_dir / subdir / sidecar).read_text())
+            assert {*doc["packages"], *doc["packages.conda"]} == held
+        assert not any(name.startswith(("python-", "tzdata")) for name in held)
+    channel_doc = json.loads((config.channel_dir / "channeldata.json").read_text())
+    assert channel_doc["subdirs"] == ["linux-64", "noarch"]
+    assert channel_doc["packages"]["zlib"] == {"description": "compression", "subdirs": ["linux-64"]}
+    assert channel_doc["packages"]["requests"] == {"subdirs": ["noarch"]}
+    assert "python" not in channel_doc["packages"] and "gone" not in channel_doc["packages"]
+    assert (config.channel_dir / "notices.json").read_text() == '{"notices": []}'
