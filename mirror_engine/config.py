@@ -105,6 +105,7 @@ class MirrorConfig(BaseModel):
     max_bandwidth: Text | None = None  # "50MB/s": shared by all transfers of a run
     min_free_space: Text | None = None  # "10GB": stop before the destination's disk gets fuller
     allow_other_hosts: bool = False  # follow a CEP-15 base_url that points at another host
+    include_dependencies: bool = False  # add what the selected packages need, so each one installs
     prune_removed: bool = False  # delete files upstream moved into `removed` (default: keep them reachable)
 
     @field_validator("dest_channel")

@@ -23,16 +23,18 @@ from mirror_engine import __version__
 from mirror_engine.bandwidth import TokenBucket
 from mirror_engine.channel import Channel, ChannelReader, IndexBytes, parse_index
 from mirror_engine.channelfiles import SUBDIR_SIDECARS, build_channeldata
+from mirror_engine.closure import Candidate, close_over, universes
 from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations.base import Destination, FileStat
 from mirror_engine.errors import ConnectionFailed, DestinationError, DiskFull, MirrorError
-from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, subdir_selected
+from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, NameSet, judge, subdir_selected
 from mirror_engine.journal import Journal
 from mirror_engine.lock import RunLock
 from mirror_engine.plan import Known, SubdirPlan, Upstream, plan_subdir, unchanged_on_disk
 from mirror_engine.pool import run_pool
 from mirror_engine.progress import Reporter
 from mirror_engine.publish import publish_subdir, write_index
+from mirror_engine.repodata import Record
 from mirror_engine.retry import RetryPolicy, with_retries
 from mirror_engine.session import open_session, redact
 from mirror_engine.summary import RunSummary, plan_counts
@@ -97,6 +99,9 @@ class MirrorRun:
         self.verify = verify  # hash every file on disk instead of trusting the journal
         self.journal: Journal | None = None
         self._fingerprints: dict[str, str] = {}  # subdir -> fingerprint of the inputs of its plan
+        self._index_cache: dict[str, list[tuple[int, IndexBytes]]] = {}  # read ahead by include_dependencies
+        self._upstream_cache: dict[str, list[Upstream]] = {}
+        self._dependencies: dict[str, set[str]] = {}  # subdir -> file names added as dependencies
         self.throttle = TokenBucket(config.max_bandwidth_bytes) if config.max_bandwidth_bytes else None
         self._work: asyncio.Task[None] | None = None
 
@@ -113,6 +118,8 @@ class MirrorRun:
                 self.journal = await self._open_journal(readonly=True)
                 try:
                     subdirs = await self._discover(reader)
+                    if self.config.include_dependencies:
+                        await self._add_dependencies(reader, subdirs)
                     async for _ in self._plans(reader, subdirs, dry_run=True):
                         pass
                 finally:
@@ -160,7 +167,41 @@ class MirrorRun:
 
     async def _discover_and_mirror(self, session: aiohttp.ClientSession, reader: ChannelReader) -> None:
         subdirs = await self._discover(reader)
+        if self.config.include_dependencies:
+            await self._add_dependencies(reader, subdirs)
         await self._mirror(session, reader, subdirs)
+
+    async def _add_dependencies(self, reader: ChannelReader, subdirs: list[str]) -> None:
+        """include_dependencies: read every subdir first, then close the selection over its dependencies.
+
+        The closure crosses subdirs (a noarch package needs linux-64's python), so all indexes are held
+        at once here; planning then reuses them instead of fetching them again.
+        """
+        selected: dict[str, list[Record]] = {}
+        records: dict[str, list[Record]] = {}
+        for subdir in subdirs:
+            self._index_cache[subdir] = indexes = await self._fetch_indexes(reader, subdir)
+            upstreams = await self._upstreams(subdir, indexes) if indexes else None
+            if upstreams is None:
+                continue
+            self._upstream_cache[subdir] = upstreams
+            probe = await asyncio.to_thread(plan_subdir, subdir, upstreams, self.rules, {})
+            selected[subdir] = list(probe.wanted.values())
+            records[subdir] = _usable_records(upstreams)
+        by_names = dataclasses.replace(self.rules, pkg_list=NameSet())  # the closure may add any name
+
+        def allowed(record: Record) -> bool:
+            return judge(record, by_names).kept
+
+        for platform, universe in universes(records).items():
+            seeds = [
+                Candidate(s, r) for s in dict.fromkeys((platform, ALWAYS_MIRRORED_SUBDIR)) for r in selected.get(s, [])
+            ]
+            closure = await asyncio.to_thread(close_over, seeds, universe, allowed)
+            for subdir, filenames in closure.added.items():
+                self._dependencies.setdefault(subdir, set()).update(filenames)
+            for dependency, needers in closure.unsatisfied.items():
+                self.summary.unsatisfied.setdefault(f"{platform}: {dependency}", set()).update(needers)
 
     async def _discover(self, reader: ChannelReader) -> list[str]:
         """The destination subdirs to plan, in order; noarch first since every client needs it."""
@@ -180,7 +221,10 @@ class MirrorRun:
 
     async def _plan(self, reader: ChannelReader, subdir: str, *, dry_run: bool) -> SubdirPlan | None:
         """Plan one subdir; None when there is nothing to do for it (failed, absent, or unchanged)."""
-        indexes = await self._fetch_indexes(reader, subdir)
+        if subdir in self._index_cache:
+            indexes = self._index_cache.pop(subdir)
+        else:
+            indexes = await self._fetch_indexes(reader, subdir)
         if not indexes:
             return None
         try:
@@ -195,11 +239,15 @@ class MirrorRun:
         known = await self.journal.known(subdir) if self.journal is not None and not self.verify else {}
         if await self._unchanged(subdir, fingerprint, existing, known):
             return None
-        upstreams = await self._upstreams(subdir, indexes)
+        upstreams = self._upstream_cache.pop(subdir, None) or await self._upstreams(subdir, indexes)
         if upstreams is None:
             return None
         plan = await asyncio.to_thread(
-            functools.partial(plan_subdir, keep_removed=not self.config.prune_removed),
+            functools.partial(
+                plan_subdir,
+                keep_removed=not self.config.prune_removed,
+                dependencies=self._dependencies.get(subdir, ()),
+            ),
             subdir, upstreams, self.rules, existing, known,
         )  # fmt: skip
         plan = dataclasses.replace(plan, sidecars=await asyncio.to_thread(_parse_sidecars, subdir, sidecars))
@@ -438,6 +486,16 @@ def _first_mirror_error(group: BaseExceptionGroup[BaseException]) -> MirrorError
     return None
 
 
+def _usable_records(upstreams: list[Upstream]) -> list[Record]:
+    """Every record the closure may add: usable, and the first channel's where a file name repeats."""
+    found: dict[str, Record] = {}
+    for upstream in sorted(upstreams, key=lambda u: u.channel):
+        for record in upstream.repodata.records:
+            if record.filename not in found and record.unusable_because() is None:
+                found[record.filename] = record
+    return list(found.values())
+
+
 def _parse_sidecars(subdir: str, sidecars: dict[str, list[bytes]]) -> dict[str, tuple[dict[str, Any], ...]]:
     """Sidecar files are a convenience for clients: one that is not valid JSON is left out, with a warning."""
     parsed: dict[str, tuple[dict[str, Any], ...]] = {}
@@ -478,6 +536,8 @@ def _fingerprint(config: MirrorConfig, indexes: list[tuple[str, str]]) -> str:
             sorted(name.lower() for name in config.blacklist),
             sorted(name.lower() for name in config.whitelist),
             sorted(name.lower() for name in config.pkg_list),
+            config.include_dependencies,
+            config.prune_removed,
         ],
         "indexes": indexes,
     }

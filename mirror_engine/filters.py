@@ -28,10 +28,11 @@ class Verdict(StrEnum):
     LICENSE = "dropped by license_blacklist"
     BLACKLIST = "dropped by blacklist"
     RESCUED = "put back by whitelist"
+    DEPENDENCY = "added as a dependency"  # include_dependencies: needed by a selected record
 
     @property
     def kept(self) -> bool:
-        return self in (Verdict.KEPT, Verdict.RESCUED)
+        return self in (Verdict.KEPT, Verdict.RESCUED, Verdict.DEPENDENCY)
 
 
 @dataclass(frozen=True, slots=True)

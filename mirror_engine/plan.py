@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -95,12 +95,14 @@ def plan_subdir(
     known: Mapping[str, Known] | None = None,
     *,
     keep_removed: bool = True,
+    dependencies: Collection[str] = (),
 ) -> SubdirPlan:
     """Filter each channel's records, merge channels (first one wins a filename), and pair with the destination.
 
     A file on disk is trusted without reading it when the journal verified it with the record's hash and it
     still has the size and mtime it had then; one of the right size is hashed; anything else is fetched.
     Files upstream has moved into `removed` stay (lockfiles still point at them) unless not `keep_removed`.
+    `dependencies` names files the filters dropped but a selected record needs (`include_dependencies`).
     """
     known = known or {}
     wanted: dict[str, Record] = {}
@@ -114,6 +116,8 @@ def plan_subdir(
         counts = verdicts.setdefault(upstream.channel, Counter())
         for record in upstream.repodata.records:
             verdict = judge(record, rules)
+            if not verdict.kept and record.filename in dependencies:
+                verdict = Verdict.DEPENDENCY
             counts[verdict] += 1
             if not verdict.kept:
                 continue

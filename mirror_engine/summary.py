@@ -39,6 +39,7 @@ class RunSummary:
     verdicts: Counter[Verdict] = field(default_factory=Counter)  # every record judged, all channels
     repaired: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)  # subdirs skipped: same inputs, same files
+    unsatisfied: dict[str, set[str]] = field(default_factory=dict)  # "subdir: dependency" -> who needs it
     interrupted_by: str | None = None  # the signal that stopped the run
 
     def row(self, channel: int, subdir: str) -> Row:
@@ -136,6 +137,11 @@ def format_summary(summary: RunSummary) -> str:
     deleted = ", ".join(f"{subdir}: {count}" for subdir, count in sorted(summary.deleted.items()) if count)
     if deleted:
         lines.append(f"deleted files no longer selected: {deleted}")
+    if summary.unsatisfied:
+        lines.append(f"{len(summary.unsatisfied)} dependencies no mirrored package satisfies (filters or upstream):")
+        lines.extend(
+            f"  {dep} (needed by {', '.join(sorted(who))})" for dep, who in sorted(summary.unsatisfied.items())
+        )
     if summary.repaired:
         lines.append(f"repaired {len(summary.repaired)} file(s) whose bytes on disk did not match their record:")
         lines.extend(f"  {name}" for name in summary.repaired)
