@@ -20,6 +20,7 @@ from mirror_engine.config import load_config
 from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.engine import MirrorRun
 from mirror_engine.errors import MirrorError
+from mirror_engine.explain import Query
 from mirror_engine.progress import LogReporter, NullReporter, Reporter, RichReporter
 from mirror_engine.status import status_report
 from mirror_engine.summary import RunSummary, format_plan, format_summary
@@ -91,7 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
         "state (published, verified, planned, downloading, failed) with their bytes, and the failures.",
     )
     status.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
-    for sub in (run, status):
+    explain = commands.add_parser(
+        "explain",
+        help="why a package is or is not in the mirror: the filter step that decided each upstream record",
+        description="For each upstream record matching NAME[=VERSION[=BUILD]], print whether the mirror "
+        "holds it and which filter step decided it (platforms, python_versions, license_blacklist, blacklist, "
+        "whitelist rescue, pkg_list). Reads the channels' indexes; downloads no package.",
+    )
+    explain.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
+    explain.add_argument("package", help="NAME, NAME=VERSION or NAME=VERSION=BUILD")
+    for sub in (run, status, explain):
         sub.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
         sub.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the final summary")
     return parser
@@ -121,6 +131,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     config = load_config(args.config)
     if args.command == "status":
         print(_run_async(status_report(config)))
+        return EXIT_OK
+    if args.command == "explain":
+        explainer = MirrorRun(config, LocalDestination(config.channel_dir), NullReporter())
+        print("\n".join(_run_async(explainer.explain(Query.parse(args.package)))))
         return EXIT_OK
     names = [Channel(url).display for url in config.channel_urls]
     reporter = _reporter(args.progress, names, console, dry_run=args.dry_run)

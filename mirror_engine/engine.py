@@ -27,6 +27,7 @@ from mirror_engine.closure import Candidate, close_over, universes
 from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations.base import Destination, FileStat
 from mirror_engine.errors import ConnectionFailed, DestinationError, DiskFull, MirrorError
+from mirror_engine.explain import Query, explain
 from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, NameSet, judge, subdir_selected
 from mirror_engine.journal import Journal
 from mirror_engine.lock import RunLock
@@ -164,6 +165,33 @@ class MirrorRun:
         if status:
             await self.journal.finish_run(status, f"{len(self.summary.failures)} failure(s)")
         await self.journal.close()
+
+    async def explain(self, query: Query) -> list[str]:
+        """For `explain`: every upstream record matching `query`, whether the mirror holds it, and why."""
+        lines: list[str] = []
+        async with open_session(self.config) as session:
+            reader = ChannelReader(session, self.policy, self.rng)
+            if self.config.platforms is not None:
+                subdirs = sorted({ALWAYS_MIRRORED_SUBDIR, *self.config.platforms})
+            else:
+                found = await asyncio.gather(*(reader.subdirs(channel) for channel in self.channels))
+                subdirs = sorted({subdir for listed in found for subdir in listed})
+            for subdir in subdirs:
+                held = await asyncio.to_thread(
+                    _published_filenames, self.destination.final_path(subdir, "repodata.json")
+                )
+                for position, channel in enumerate(self.channels):
+                    repodata = await reader.repodata(channel, subdir)
+                    for record in repodata.records if repodata else ():
+                        if query.matches(record):
+                            selected, reason = explain(record, subdir, self.rules)
+                            mirrored = "mirrored" if record.filename in held else "not mirrored"
+                            lines.append(
+                                f"{channel.display.rstrip('/')}/{subdir}/{record.filename}: {mirrored}; {reason}"
+                            )
+                            if selected and record.filename not in held and position:
+                                lines[-1] += " (a file of the same name from an earlier channel wins)"
+        return lines or [f"no upstream record matches {query.name}"]
 
     async def _discover_and_mirror(self, session: aiohttp.ClientSession, reader: ChannelReader) -> None:
         subdirs = await self._discover(reader)
@@ -507,6 +535,13 @@ def _parse_sidecars(subdir: str, sidecars: dict[str, list[bytes]]) -> dict[str, 
             continue
         parsed[name] = tuple(doc for doc in docs if isinstance(doc, dict))
     return parsed
+
+
+def _published_filenames(repodata_json: Path | None) -> set[str]:
+    if repodata_json is None or not repodata_json.exists():
+        return set()
+    doc = orjson.loads(repodata_json.read_bytes())
+    return {name for section in ("packages", "packages.conda") for name in doc.get(section, {})}
 
 
 def _record_names(repodata_json: Path) -> set[str]:
