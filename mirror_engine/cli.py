@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from mirror_engine.engine import MirrorRun
 from mirror_engine.errors import MirrorError
 from mirror_engine.explain import Query
 from mirror_engine.progress import LogReporter, NullReporter, Reporter, RichReporter
+from mirror_engine.report import JsonLogFormatter, report_json, write_metrics, write_report
 from mirror_engine.status import status_report
 from mirror_engine.summary import RunSummary, format_plan, format_summary
 
@@ -79,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="neither consult nor write the journal: files on disk are hashed again (for one-off runs)",
     )
+    run.add_argument("--report", type=Path, metavar="FILE", help="write the summary as JSON (see docs/operations.md)")
+    run.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="FILE",
+        help="write Prometheus text-format metrics at the end (for node_exporter's textfile collector)",
+    )
     run.add_argument(
         "--progress",
         choices=("auto", "bar", "log", "none"),
@@ -104,13 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (run, status, explain):
         sub.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
         sub.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the final summary")
+        sub.add_argument(
+            "--log-format", choices=("text", "json"), default="text", help="json: one object per line, for log shippers"
+        )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
-    _setup_logging(args.verbose, args.quiet, console)
+    _setup_logging(args.verbose, args.quiet, console, json_lines=args.log_format == "json")
     try:
         return _run(args, console)
     except MirrorError as error:
@@ -138,6 +150,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK
     names = [Channel(url).display for url in config.channel_urls]
     reporter = _reporter(args.progress, names, console, dry_run=args.dry_run)
+    started_at = time.time()
     destination = LocalDestination(config.channel_dir)
     mirror = MirrorRun(config, destination, reporter, verify=args.verify, use_journal=not args.no_journal)
     try:
@@ -149,6 +162,13 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK
     print(format_summary(summary))
     print(f"mirror: {config.channel_dir}")
+    try:
+        if args.report is not None:
+            write_report(args.report, report_json(summary, channel_dir=config.channel_dir, started_at=started_at))
+        if args.metrics_file is not None:
+            write_metrics(args.metrics_file, summary, channel=config.dest_channel, finished_at=time.time())
+    except OSError as exc:
+        raise MirrorError(f"{exc.filename}: cannot write: {exc.strerror}") from None
     return summary.exit_code
 
 
@@ -188,10 +208,13 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-def _setup_logging(verbose: bool, quiet: bool, console: Console) -> None:
+def _setup_logging(verbose: bool, quiet: bool, console: Console, *, json_lines: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler: logging.Handler
-    if console.is_terminal:
+    if json_lines:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonLogFormatter())
+    elif console.is_terminal:
         handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:

@@ -1,0 +1,50 @@
+"""Machine-readable outputs: the JSON report, Prometheus metrics, JSON log lines, and no credentials in them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mirror_engine.demo import build_channel
+from tests.channel_server import ChannelServer
+from tests.e2e.conftest import start_cli
+
+
+async def run(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    process = await start_cli("run", "c.yaml", *args, cwd=tmp_path)
+    stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_report_metrics_and_json_logs(tmp_path: Path) -> None:
+    docs = build_channel(tmp_path / "pkgs")
+    async with ChannelServer(tmp_path / "pkgs") as server:
+        secret_url = server.url.replace("http://", "http://mirror:s3cr3t@")
+        (tmp_path / "c.yaml").write_text(f"channels: [{secret_url}]\nplatforms: noarch\nretries: 0\n")
+        code, stdout, stderr = await run(
+            tmp_path, "--report", "r.json", "--metrics-file", "m.prom", "--log-format", "json"
+        )
+        assert code == 0, stderr
+        report = json.loads((tmp_path / "r.json").read_text())
+        assert report["report_version"] == 1 and report["exit_code"] == 0
+        assert report["rows"][0]["subdir"] == "noarch" and report["rows"][0]["downloaded"] == 3
+        assert report["downloaded_bytes"] == sum(r["size"] for r in docs["noarch"]["packages.conda"].values())
+        metrics = (tmp_path / "m.prom").read_text()
+        assert 'mirror_engine_files{channel="anaconda",outcome="downloaded"} 3' in metrics
+        assert 'mirror_engine_exit_code{channel="anaconda"} 0' in metrics
+        success = next(line for line in metrics.splitlines() if line.startswith("mirror_engine_last_success"))
+        log_lines = [json.loads(line) for line in stderr.splitlines()]
+        assert {line["level"] for line in log_lines} <= {"info", "warning", "error"} and log_lines
+
+        (tmp_path / "pkgs" / "noarch" / "tzdata-2024a-h0c530f3_0.conda").write_bytes(b"now broken")
+        (tmp_path / "mirror" / "anaconda" / "noarch" / "tzdata-2024a-h0c530f3_0.conda").unlink()
+        code, stdout, stderr = await run(tmp_path, "--report", "r.json", "--metrics-file", "m.prom", "-v")
+    assert code == 1
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["failures"][0]["what"] == "noarch/tzdata-2024a-h0c530f3_0.conda"
+    metrics = (tmp_path / "m.prom").read_text()
+    assert success in metrics.splitlines()  # a failed run keeps the last success's time
+    assert 'mirror_engine_exit_code{channel="anaconda"} 1' in metrics
+    for text in (stdout, stderr, (tmp_path / "r.json").read_text(), metrics):
+        assert "s3cr3t" not in text
