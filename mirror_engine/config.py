@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -188,7 +189,15 @@ class MirrorConfig(BaseModel):
     @field_validator("mirror_dir")
     @classmethod
     def _mirror_dir_resolves(cls, value: Path, info: ValidationInfo) -> Path:
-        return (_base_dir(info) / value.expanduser()).resolve()
+        path = (_base_dir(info) / value.expanduser()).resolve()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{str(path)!r} is a file, not a folder")
+        ancestor = path
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise ValueError(f"{str(ancestor)!r} is not writable by this user")
+        return path
 
     @model_validator(mode="after")
     def _pkg_list_stands_alone(self) -> Self:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -324,3 +326,30 @@ def test_load_config_raises_config_error_with_exit_code_2(tmp_path: Path) -> Non
         load_config(path)
     assert info.value.exit_code == 2
     assert str(info.value) == f"{path}: blacklst: unknown key; did you mean 'blacklist'?"
+
+
+def test_mirror_dir_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("x")
+    path = write(tmp_path, "channels: [https://example.invalid/c/]\nmirror_dir: afile\n")
+    code, err = run_cli(path, capsys)
+    assert code == 2
+    assert_one_line_error(err, path, "mirror_dir", "is a file, not a folder")
+
+
+def test_mirror_dir_without_write_permission(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() == 0:  # root ignores mode bits: a read-only mount is what stops it
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(locked)]).returncode != 0:
+            pytest.skip("cannot mount a read-only tmpfs here")
+    else:
+        locked.chmod(0o500)
+    try:
+        path = write(tmp_path, "channels: [https://example.invalid/c/]\nmirror_dir: locked/mirror\n")
+        code, err = run_cli(path, capsys)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(locked)], check=True)
+        locked.chmod(0o700)
+    assert code == 2
+    assert_one_line_error(err, path, "mirror_dir", "is not writable by this user")
