@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -23,7 +24,7 @@ from mirror_engine.engine import MirrorRun
 from mirror_engine.errors import MirrorError
 from mirror_engine.explain import Query
 from mirror_engine.progress import LogReporter, NullReporter, Reporter, RichReporter
-from mirror_engine.report import JsonLogFormatter, report_json, write_metrics, write_report
+from mirror_engine.report import JsonLogFormatter, plan_json, report_json, write_metrics, write_report
 from mirror_engine.status import status_report
 from mirror_engine.summary import RunSummary, format_plan, format_summary
 
@@ -101,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         "state (published, verified, planned, downloading, failed) with their bytes, and the failures.",
     )
     status.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
+    plan = commands.add_parser(
+        "plan",
+        help="what a run would do: per channel and subdir, records upstream, selected, dropped, to fetch, to delete",
+        description="Read the channels' indexes and the mirror, and print what `run` would do, without writing "
+        "anything: records upstream, selected, to check, to fetch (bytes), dropped by each filter step, to "
+        "delete, conflicts. --json prints the same as a JSON object.",
+    )
+    plan.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
+    plan.add_argument("--json", action="store_true", help="one JSON object on stdout (see docs/operations.md)")
     explain = commands.add_parser(
         "explain",
         help="why a package is or is not in the mirror: the filter step that decided each upstream record",
@@ -110,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
     explain.add_argument("package", help="NAME, NAME=VERSION or NAME=VERSION=BUILD")
-    for sub in (run, status, explain):
+    for sub in (run, plan, status, explain):
         sub.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
         sub.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the final summary")
         sub.add_argument(
@@ -147,6 +157,15 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if args.command == "explain":
         explainer = MirrorRun(config, LocalDestination(config.channel_dir), NullReporter())
         print("\n".join(_run_async(explainer.explain(Query.parse(args.package)))))
+        return EXIT_OK
+    if args.command == "plan":
+        planner = MirrorRun(config, LocalDestination(config.channel_dir), NullReporter())
+        summary = _run_async(planner.run(dry_run=True))
+        print(
+            json.dumps(plan_json(summary, planner.stale), indent=2)
+            if args.json
+            else format_plan(summary, planner.stale)
+        )
         return EXIT_OK
     names = [Channel(url).display for url in config.channel_urls]
     reporter = _reporter(args.progress, names, console, dry_run=args.dry_run)

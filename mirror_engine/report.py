@@ -49,6 +49,32 @@ def report_json(summary: RunSummary, *, channel_dir: Path, started_at: float) ->
     }
 
 
+def plan_json(summary: RunSummary, stale: dict[str, int]) -> dict[str, Any]:
+    """`plan --json`: what a run would do, without doing it."""
+    return {
+        "report_version": REPORT_VERSION,
+        "rows": [
+            {
+                "channel": summary.channels[channel],
+                "subdir": subdir,
+                "upstream": row.upstream,
+                "selected": row.selected,
+                "present": row.present,
+                "to_check": row.selected - row.to_fetch - row.present,
+                "to_fetch": row.to_fetch,
+                "to_fetch_bytes": row.to_fetch_bytes,
+            }
+            for (channel, subdir), row in sorted(summary.rows.items())
+        ],
+        "filters": {verdict.value: n for verdict, n in summary.verdicts.items()},
+        "to_delete": {subdir: count for subdir, count in sorted(stale.items()) if count},
+        "unchanged": sorted(summary.unchanged),
+        "conflicts": list(summary.conflicts),
+        "problems": [{"what": what, "why": why} for what, why in summary.failures],
+        "unsatisfied": {dep: sorted(who) for dep, who in sorted(summary.unsatisfied.items())},
+    }
+
+
 def write_report(path: Path, report: dict[str, Any]) -> None:
     _write_atomically(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
 

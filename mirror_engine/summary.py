@@ -15,6 +15,7 @@ from mirror_engine.transfer import Outcome, TransferResult
 class Row:
     """Counts for one channel's share of one destination subdir."""
 
+    upstream: int = 0  # records in upstream's index, before the filters
     selected: int = 0
     to_fetch: int = 0
     to_fetch_bytes: int = 0
@@ -47,7 +48,7 @@ class RunSummary:
 
     def add_plan(self, plan: SubdirPlan) -> None:
         for channel, counts in plan.verdicts.items():
-            self.row(channel, plan.subdir)
+            self.row(channel, plan.subdir).upstream += sum(counts.values())
             self.verdicts.update(counts)
         for item in plan.trusted:
             row = self.row(item.channel, plan.subdir)
@@ -75,6 +76,8 @@ class RunSummary:
             row = self.row(int(channel), subdir)
             row.selected += selected
             row.present += selected
+        for channel, upstream in replay.get("upstream", {}).items():
+            self.row(int(channel), subdir).upstream += upstream
         self.verdicts.update({Verdict(name): n for name, n in replay.get("verdicts", {}).items()})
         self.unchanged.append(subdir)
 
@@ -158,11 +161,13 @@ def format_summary(summary: RunSummary) -> str:
 
 def format_plan(summary: RunSummary, stale: dict[str, int]) -> str:
     """The dry run's report: what a run would fetch and delete, without touching anything."""
-    header = f"{'channel/subdir':<48} {'selected':>8} {'to check':>8} {'to fetch':>8} {'bytes':>12}"
+    header = f"{'channel/subdir':<40} {'upstream':>8} {'selected':>8} {'present':>8} {'to check':>8} {'to fetch':>8} " \
+             f"{'bytes':>12}"  # fmt: skip
     lines = [header, "-" * len(header)]
     for (channel, subdir), row in sorted(summary.rows.items()):
         name = f"{summary.channels[channel].rstrip('/')}/{subdir}"
-        lines.append(f"{name[-48:]:<48} {row.selected:>8} {row.selected - row.to_fetch:>8} "
+        to_check = row.selected - row.to_fetch - row.present
+        lines.append(f"{name[-40:]:<40} {row.upstream:>8} {row.selected:>8} {row.present:>8} {to_check:>8} "
                      f"{row.to_fetch:>8} {_mb(row.to_fetch_bytes):>12}")  # fmt: skip
     total = sum(row.to_fetch_bytes for row in summary.rows.values())
     lines.append(f"would download {sum(r.to_fetch for r in summary.rows.values())} files, {_mb(total)}")
@@ -172,6 +177,8 @@ def format_plan(summary: RunSummary, stale: dict[str, int]) -> str:
         lines.append(f"would delete files no longer selected: {deleted}")
     if summary.conflicts:
         lines.extend(f"conflict: {conflict}" for conflict in summary.conflicts)
+    if summary.unchanged:
+        lines.append(f"unchanged upstream and on disk, nothing to do: {', '.join(summary.unchanged)}")
     lines.extend(f"problem: {what}: {why}" for what, why in summary.failures)
     return "\n".join(lines)
 
@@ -192,4 +199,7 @@ def plan_counts(plan: SubdirPlan) -> str:
     verdicts: Counter[Verdict] = Counter()
     for counts in plan.verdicts.values():
         verdicts.update(counts)
-    return json.dumps({"rows": dict(rows), "verdicts": {verdict.value: n for verdict, n in verdicts.items()}})
+    upstream = {channel: sum(counts.values()) for channel, counts in plan.verdicts.items()}
+    return json.dumps(
+        {"rows": dict(rows), "upstream": upstream, "verdicts": {verdict.value: n for verdict, n in verdicts.items()}}
+    )

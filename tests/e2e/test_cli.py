@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -83,3 +84,21 @@ def test_unreachable_channel_is_one_line_after_retries(tmp_path: Path) -> None:
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"mirror-engine: error: http://127.0.0.1:{port}/c/channeldata.json: cannot connect")
     assert "Traceback" not in result.stderr
+
+
+def test_plan_json_counts_every_filter_step(tmp_path: Path) -> None:
+    build_channel(tmp_path / "pkgs")
+    (tmp_path / "c.yaml").write_text(
+        "channels: [pkgs]\nplatforms: linux-64\npython_versions: [3.11]\nlicense_blacklist: GPL\n"
+        "whitelist: [readline]\nblacklist: [zlib]\n"
+    )
+    result = run_cli("plan", "c.yaml", "--json", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    linux = next(row for row in plan["rows"] if row["subdir"] == "linux-64")
+    assert (linux["upstream"], linux["selected"], linux["to_fetch"]) == (13, 7, 7)
+    assert plan["filters"] == {
+        "kept": 8, "dropped by python_versions": 3, "dropped by license_blacklist": 1,
+        "dropped by blacklist": 2, "put back by whitelist": 2,
+    }  # fmt: skip
+    assert not (tmp_path / "mirror").exists()
