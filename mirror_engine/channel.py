@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,10 +15,11 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import aiohttp
 import orjson
 
-from mirror_engine.errors import ChannelNotFound, ConnectionFailed, HttpStatusError, MirrorError
+from mirror_engine.errors import BadRepodata, ChannelNotFound, ConnectionFailed, HttpStatusError, MirrorError
 from mirror_engine.repodata import Repodata, decompress_zst, parse_repodata
 from mirror_engine.retry import RetryPolicy, parse_retry_after, with_retries
 from mirror_engine.session import describe_error, redact
+from mirror_engine.shards import read_shard, read_shard_index, repodata_from_shards, wanted_shards
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class IndexBytes:
     data: bytes
     compressed: bool
     sha256: str  # of `data`: equal digests mean an unchanged upstream index
+    sharded: bool = False  # a CEP-16 shard index, not repodata.json
 
 
 async def parse_index(index: IndexBytes) -> Repodata:
@@ -112,15 +115,45 @@ class ChannelReader:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ConnectionFailed(f"{redact(url)}: {describe_error(exc)}") from None
 
-    async def index_bytes(self, channel: Channel, subdir: str) -> IndexBytes | None:
-        """A subdir's index as served, preferring repodata.json.zst; None when the channel has no such subdir."""
-        for name in ("repodata.json.zst", "repodata.json"):
+    async def index_bytes(self, channel: Channel, subdir: str, *, shards: bool = False) -> IndexBytes | None:
+        """A subdir's index as served, preferring repodata.json.zst, or with `shards` its CEP-16 shard index
+        when it has one; None when the channel has no such subdir."""
+        names = ("repodata_shards.msgpack.zst", "repodata.json.zst", "repodata.json")
+        for name in names if shards else names[1:]:
             url = channel.file_url(subdir, name)
             data = await self.read(url)
             if data is not None:
                 digest = await asyncio.to_thread(_sha256_hex, data)
-                return IndexBytes(redact(url), data, name.endswith(".zst"), digest)
+                return IndexBytes(
+                    redact(url), data, name.endswith(".zst"), digest, sharded=name.startswith("repodata_shards")
+                )
         return None
+
+    async def sharded_repodata(
+        self, channel: Channel, subdir: str, index: IndexBytes, wanted: Callable[[str], bool]
+    ) -> Repodata:
+        """The records of the shards `wanted` picks from an upstream shard index, each shard checked
+        against the sha256 the index gives for it."""
+        doc = await asyncio.to_thread(read_shard_index, index.data, index.source)
+        chosen = wanted_shards(doc, wanted, index.source)
+        info = doc.get("info")
+        info = info if isinstance(info, dict) else {}
+        base = urljoin(
+            channel.file_url(subdir, "repodata_shards.msgpack.zst"), str(info.get("shards_base_url") or "./shards/")
+        )
+        base = base if base.endswith("/") else base + "/"
+
+        async def one(name: str, digest: bytes) -> dict[str, object]:
+            url = f"{base}{digest.hex()}.msgpack.zst"
+            data = await self.read(url)
+            if data is None:
+                raise BadRepodata(f"{redact(url)}: the shard of {name!r} is missing")
+            if hashlib.sha256(data).digest() != digest:
+                raise BadRepodata(f"{redact(url)}: the shard of {name!r} does not match its sha256 in the index")
+            return await asyncio.to_thread(read_shard, data, redact(url))
+
+        shards = await asyncio.gather(*(one(name, digest) for name, digest in chosen.items()))
+        return repodata_from_shards(doc, shards, index.source)
 
     async def repodata(self, channel: Channel, subdir: str) -> Repodata | None:
         index = await self.index_bytes(channel, subdir)

@@ -35,7 +35,7 @@ from mirror_engine.plan import Known, SubdirPlan, Upstream, plan_subdir, unchang
 from mirror_engine.pool import run_pool
 from mirror_engine.progress import Reporter
 from mirror_engine.publish import publish_subdir, write_index
-from mirror_engine.repodata import Record
+from mirror_engine.repodata import Record, Repodata
 from mirror_engine.retry import RetryPolicy, with_retries
 from mirror_engine.session import open_session, redact
 from mirror_engine.summary import RunSummary, plan_counts
@@ -209,7 +209,7 @@ class MirrorRun:
         records: dict[str, list[Record]] = {}
         for subdir in subdirs:
             self._index_cache[subdir] = indexes = await self._fetch_indexes(reader, subdir)
-            upstreams = await self._upstreams(subdir, indexes) if indexes else None
+            upstreams = await self._upstreams(reader, subdir, indexes) if indexes else None
             if upstreams is None:
                 continue
             self._upstream_cache[subdir] = upstreams
@@ -267,7 +267,7 @@ class MirrorRun:
         known = await self.journal.known(subdir) if self.journal is not None and not self.verify else {}
         if await self._unchanged(subdir, fingerprint, existing, known):
             return None
-        upstreams = self._upstream_cache.pop(subdir, None) or await self._upstreams(subdir, indexes)
+        upstreams = self._upstream_cache.pop(subdir, None) or await self._upstreams(reader, subdir, indexes)
         if upstreams is None:
             return None
         plan = await asyncio.to_thread(
@@ -287,10 +287,19 @@ class MirrorRun:
         self.reporter.planned(plan)
         return plan
 
-    async def _upstreams(self, subdir: str, indexes: list[tuple[int, IndexBytes]]) -> list[Upstream] | None:
+    async def _parse(self, reader: ChannelReader, subdir: str, channel: int, index: IndexBytes) -> Repodata:
+        if index.sharded:
+            return await reader.sharded_repodata(
+                self.channels[channel], subdir, index, self.rules.pkg_list.__contains__
+            )
+        return await parse_index(index)
+
+    async def _upstreams(
+        self, reader: ChannelReader, subdir: str, indexes: list[tuple[int, IndexBytes]]
+    ) -> list[Upstream] | None:
         """Parse each channel's index; None (and the subdir reported failed) when one cannot be used."""
         try:
-            parsed = await asyncio.gather(*(parse_index(index) for _, index in indexes))
+            parsed = await asyncio.gather(*(self._parse(reader, subdir, i, index) for i, index in indexes))
         except MirrorError as error:
             self.summary.subdir_failed(subdir, str(error))
             return None
@@ -322,8 +331,10 @@ class MirrorRun:
     async def _fetch_indexes(self, reader: ChannelReader, subdir: str) -> list[tuple[int, IndexBytes]]:
         """Every channel's index of a subdir; empty if any channel failed, since publishing without one
         channel's records would drop its files from the mirror."""
+        # With pkg_list alone, a few shards replace a whole index (conda-forge's linux-64 is ~250 MB).
+        shards = bool(self.config.pkg_list) and not self.config.include_dependencies
         fetched = await asyncio.gather(
-            *(reader.index_bytes(channel, subdir) for channel in self.channels), return_exceptions=True
+            *(reader.index_bytes(channel, subdir, shards=shards) for channel in self.channels), return_exceptions=True
         )
         indexes: list[tuple[int, IndexBytes]] = []
         for position, result in enumerate(fetched):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,7 +29,7 @@ import msgpack  # type: ignore[import-untyped]  # msgpack ships neither stubs no
 import zstandard
 
 from mirror_engine.errors import BadRepodata
-from mirror_engine.repodata import SECTIONS, Record, decompress_zst, is_package_filename
+from mirror_engine.repodata import SECTIONS, Record, Repodata, decompress_zst, is_package_filename
 
 SHARD_INDEX_FILENAME = "repodata_shards.msgpack.zst"
 SHARDS_DIR = "shards"
@@ -41,6 +41,7 @@ BASE_URL = "./"
 SHARDS_BASE_URL = f"./{SHARDS_DIR}/"
 # Part of every shard's name: a new level renames every shard, so change it only on purpose.
 ZSTD_LEVEL = 10
+_DIGESTS = ("sha256", "md5")  # hex in repodata.json, raw bytes in shards
 _EXTENSIONS = (".tar.bz2", ".conda")
 # rattler reads created_at as an RFC 3339 timestamp and rejects the whole index if it is not one.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
@@ -180,3 +181,42 @@ def _unpack(data: bytes, source: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise BadRepodata(f"{source}: top level is not a map")
     return doc
+
+
+def wanted_shards(index: dict[str, Any], wanted: Callable[[str], bool], source: str) -> dict[str, bytes]:
+    """The names of an upstream shard index that `wanted` accepts, with each shard's 32-byte sha256."""
+    shards = index.get("shards")
+    if not isinstance(shards, dict):
+        raise BadRepodata(f"{source}: shards: not a map")
+    chosen = {}
+    for name, digest in shards.items():
+        if isinstance(name, str) and wanted(name):
+            if not isinstance(digest, bytes | bytearray) or len(digest) != 32:
+                raise BadRepodata(f"{source}: shards[{name!r}]: not a 32-byte sha256")
+            chosen[name] = bytes(digest)
+    return chosen
+
+
+def repodata_from_shards(index: dict[str, Any], shards: Iterable[dict[str, Any]], source: str) -> Repodata:
+    """Upstream's records of the chosen shards, with digests back in hex, as repodata.json carries them."""
+    info = index.get("info")
+    if not isinstance(info, dict):
+        raise BadRepodata(f"{source}: info: not a map")
+    records: list[Record] = []
+    removed: list[str] = []
+    for shard in shards:
+        for section in SECTIONS:
+            entries = shard.get(section, {})
+            if not isinstance(entries, dict):
+                raise BadRepodata(f"{source}: a shard's {section}: not a map")
+            for filename, raw in entries.items():
+                if not isinstance(raw, dict) or not isinstance(filename, str):
+                    raise BadRepodata(f"{source}: a shard's {section}[{filename!r}]: not a record")
+                records.append(Record(filename, section, _hex_digests(raw)))
+        removed += [name for name in shard.get("removed", []) if isinstance(name, str)]
+    kept_info = {key: value for key, value in info.items() if key in ("subdir", "base_url")}
+    return Repodata(info=kept_info, records=tuple(records), removed=tuple(removed))
+
+
+def _hex_digests(raw: dict[str, Any]) -> dict[str, Any]:
+    return {key: value.hex() if key in _DIGESTS and isinstance(value, bytes) else value for key, value in raw.items()}

@@ -6,12 +6,15 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mirror_engine.demo import DemoPackage, build_channel
 from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.publish import SHARD_GRACE_SECONDS, collect_old_shards
+from mirror_engine.repodata import Record
+from mirror_engine.shards import build_shard_index, build_shards
 from tests.channel_server import ChannelServer
 from tests.helpers import make_config, mirror, names, published
 
@@ -106,3 +109,49 @@ async def test_channel_files_are_filtered_to_what_the_mirror_holds(tmp_path: Pat
     assert channel_doc["packages"]["requests"] == {"subdirs": ["noarch"]}
     assert "python" not in channel_doc["packages"] and "gone" not in channel_doc["packages"]
     assert (config.channel_dir / "notices.json").read_text() == '{"notices": []}'
+
+
+def serve_shards(root: Path, docs: dict[str, dict[str, Any]]) -> None:
+    """Give the upstream channel CEP-16 shards beside its repodata.json, as conda-forge serves them."""
+    for subdir, doc in docs.items():
+        records = [
+            Record(filename, section, raw)
+            for section in ("packages", "packages.conda")
+            for filename, raw in doc[section].items()
+        ]
+        shards = build_shards(records)
+        (root / subdir / "shards").mkdir(exist_ok=True)
+        for shard in shards:
+            (root / subdir / "shards" / shard.filename).write_bytes(shard.data)
+        (root / subdir / "repodata_shards.msgpack.zst").write_bytes(build_shard_index(subdir, shards))
+
+
+async def test_pkg_list_reads_only_the_shards_it_needs(tmp_path: Path) -> None:
+    root = tmp_path / "pkgs"
+    docs = build_channel(root)
+    serve_shards(root, docs)
+    async with ChannelServer(root) as server:
+        config = make_config(tmp_path, channels=[server.url], pkg_list=["numpy", "tz*"])
+        summary = await mirror(config)
+        assert summary.exit_code == 0, summary.failures
+        assert not server.fetched("repodata.json") and not server.fetched("repodata.json.zst")
+        fetched_shards = [path for path in server.fetched(".msgpack.zst") if "/shards/" in path]
+        assert len(fetched_shards) == 2  # numpy in linux-64, tzdata in noarch; nothing else
+    linux = published(config, "linux-64")
+    assert names(linux) == {"numpy-1.26.4-py311h64a7726_0.conda", "numpy-1.26.4-py310hb13e2d6_0.conda"}
+    for filename, record in linux["packages.conda"].items():
+        assert record == docs["linux-64"]["packages.conda"][filename]
+    assert names(published(config, "noarch")) == {"tzdata-2024a-h0c530f3_0.conda"}
+
+
+async def test_a_shard_that_does_not_match_its_digest_fails_the_subdir(tmp_path: Path) -> None:
+    root = tmp_path / "pkgs"
+    docs = build_channel(root)
+    serve_shards(root, {"noarch": docs["noarch"]})
+    for shard in (root / "noarch" / "shards").iterdir():
+        shard.write_bytes(shard.read_bytes()[:-1] + b"\0")
+    async with ChannelServer(root) as server:
+        config = make_config(tmp_path, channels=[server.url], pkg_list=["tzdata"], platforms=["noarch"])
+        summary = await mirror(config)
+    assert summary.exit_code == 1
+    assert "does not match its sha256 in the index" in summary.failures[0][1]
