@@ -18,7 +18,7 @@ from rich.logging import RichHandler
 
 from mirror_engine import __version__
 from mirror_engine.channel import Channel
-from mirror_engine.config import load_config
+from mirror_engine.config import load_config, override_mirror_dir
 from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.engine import MirrorRun
 from mirror_engine.errors import MirrorError
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--log-format", choices=("text", "json"), default="text", help="json: one object per line, for log shippers"
         )
+        sub.add_argument("--mirror-dir", type=Path, metavar="DIR", help="override the config's mirror_dir")
     return parser
 
 
@@ -151,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     config = load_config(args.config)
+    if args.mirror_dir is not None:
+        config = override_mirror_dir(config, args.mirror_dir)
     if args.command == "status":
         print(_run_async(status_report(config)))
         return EXIT_OK

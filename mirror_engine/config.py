@@ -302,6 +302,15 @@ def load_config(path: Path) -> MirrorConfig:
     return config
 
 
+def override_mirror_dir(config: MirrorConfig, mirror_dir: Path) -> MirrorConfig:
+    """`--mirror-dir`: the config with another mirror_dir, checked as the key would be (relative to the cwd)."""
+    data = config.model_dump(exclude_unset=True) | {"mirror_dir": mirror_dir.expanduser().resolve()}
+    try:
+        return MirrorConfig.model_validate(data, context={"base_dir": Path.cwd()})
+    except ValidationError as exc:
+        raise _to_config_error(exc, Path("--mirror-dir")) from None
+
+
 def parse_config(data: dict[str, Any], path: Path) -> MirrorConfig:
     try:
         return MirrorConfig.model_validate(data, context={"base_dir": path.parent.resolve()})

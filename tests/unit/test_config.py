@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mirror_engine.cli import main
-from mirror_engine.config import DEFAULT_REMOTE_URL, load_config
+from mirror_engine.config import DEFAULT_REMOTE_URL, load_config, override_mirror_dir
 from mirror_engine.errors import ConfigError
 
 
@@ -353,3 +353,14 @@ def test_mirror_dir_without_write_permission(tmp_path: Path, capsys: pytest.Capt
         locked.chmod(0o700)
     assert code == 2
     assert_one_line_error(err, path, "mirror_dir", "is not writable by this user")
+
+
+def test_mirror_dir_override_keeps_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "pkgs").mkdir()
+    config = load_config(write(tmp_path, "channels: [pkgs]\nblacklist: [tk]\nmirror_dir: one\n"))
+    moved = override_mirror_dir(config, tmp_path / "two")
+    assert moved.mirror_dir == tmp_path / "two" and moved.channel_dir == tmp_path / "two" / "anaconda"
+    assert (moved.channels, moved.blacklist) == (config.channels, config.blacklist)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=r"^--mirror-dir: mirror_dir: .* is a file, not a folder$"):
+        override_mirror_dir(config, tmp_path / "afile")
