@@ -15,10 +15,10 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import aiohttp
 import orjson
 
-from mirror_engine.errors import BadRepodata, ChannelNotFound, ConnectionFailed, HttpStatusError, MirrorError
+from mirror_engine.errors import BadRepodata, ChannelNotFound, HttpStatusError, MirrorError
 from mirror_engine.repodata import Repodata, decompress_zst, parse_repodata
 from mirror_engine.retry import RetryPolicy, parse_retry_after, with_retries
-from mirror_engine.session import describe_error, redact
+from mirror_engine.session import Http, client_error, redact
 from mirror_engine.shards import read_shard, read_shard_index, repodata_from_shards, wanted_shards
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ async def parse_index(index: IndexBytes) -> Repodata:
 class ChannelReader:
     """Reads index files of channels, retrying what is worth retrying."""
 
-    def __init__(self, session: aiohttp.ClientSession, policy: RetryPolicy, rng: random.Random) -> None:
+    def __init__(self, session: Http, policy: RetryPolicy, rng: random.Random) -> None:
         self._session = session
         self._policy = policy
         self._rng = rng
@@ -109,11 +109,10 @@ class ChannelReader:
                 if response.status != 200:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
                     raise HttpStatusError(redact(url), response.status, response.reason or "", retry_after)
-                return await response.read()
-        except aiohttp.ClientPayloadError as exc:
-            raise ConnectionFailed(f"{redact(url)}: body cut short: {exc}") from None
+                body: bytes = await response.read()
+                return body
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConnectionFailed(f"{redact(url)}: {describe_error(exc)}") from None
+            raise client_error(redact(url), exc) from None
 
     async def index_bytes(self, channel: Channel, subdir: str, *, shards: bool = False) -> IndexBytes | None:
         """A subdir's index as served, preferring repodata.json.zst, or with `shards` its CEP-16 shard index
@@ -202,7 +201,7 @@ class ChannelReader:
                         raise HttpStatusError(redact(url), response.status, response.reason or "")
                     return True
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise ConnectionFailed(f"{redact(url)}: {describe_error(exc)}") from None
+                raise client_error(redact(url), exc) from None
 
         return await with_retries(head, self._policy, sleep=asyncio.sleep, rng=self._rng)
 

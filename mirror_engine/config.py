@@ -27,8 +27,10 @@ from pydantic import (
 )
 
 from mirror_engine.bandwidth import parse_bytes
+from mirror_engine.condarc import conda_settings
 from mirror_engine.errors import ConfigError
 from mirror_engine.licenses import FAMILIES, normalize_family
+from mirror_engine.session import redact
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,12 @@ class MirrorConfig(BaseModel):
     min_free_space: Text | None = None  # "10GB": stop before the destination's disk gets fuller
     allow_other_hosts: bool = False  # follow a CEP-15 base_url that points at another host
     include_dependencies: bool = False  # add what the selected packages need, so each one installs
-    prune_removed: bool = False  # delete files upstream moved into `removed` (default: keep them reachable)
+    prune_removed: bool = False
+    # --- conda's words for the network; also read from .condarc (see condarc.py), config wins ---
+    ssl_verify: bool | Path = True  # or a CA bundle file, for a private CA
+    proxy_servers: dict[str, str] = Field(default_factory=dict)  # {"http": url, "https": url}
+    client_ssl_cert: Path | None = None
+    client_ssl_cert_key: Path | None = None  # delete files upstream moved into `removed` (default: keep them reachable)
 
     @field_validator("dest_channel")
     @classmethod
@@ -133,6 +140,28 @@ class MirrorConfig(BaseModel):
     def _size(cls, value: str | None) -> str | None:
         if value is not None:
             parse_bytes(value, rate=False)
+        return value
+
+    @field_validator("ssl_verify", "client_ssl_cert", "client_ssl_cert_key", mode="before")
+    @classmethod
+    def _tls_file(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
+            return value.strip().lower() in ("true", "yes")
+        if isinstance(value, str | Path):
+            path = (_base_dir(info) / Path(value).expanduser()).resolve()
+            if not path.is_file():
+                raise ValueError(f"{str(path)!r} is not a file")
+            return path
+        return value
+
+    @field_validator("proxy_servers")
+    @classmethod
+    def _proxies(cls, value: dict[str, str]) -> dict[str, str]:
+        for scheme, url in value.items():
+            if scheme not in ("http", "https"):
+                raise ValueError(f"[{scheme!r}]: use the keys http and https")
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+                raise ValueError(f"[{scheme!r}]: {redact(url)!r} is not a proxy URL such as http://proxy:3128")
         return value
 
     @field_validator("platforms")
@@ -296,7 +325,7 @@ def load_config(path: Path) -> MirrorConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(path, "(top level)", "must be a mapping of keys such as channels: and platforms:")
-    config = parse_config(data, path)
+    config = parse_config(data, path, conda_settings())
     if config.whitelist and not (config.blacklist or config.license_blacklist):
         log.warning("%s: whitelist has no effect without blacklist or license_blacklist", path)
     return config
@@ -311,9 +340,11 @@ def override_mirror_dir(config: MirrorConfig, mirror_dir: Path) -> MirrorConfig:
         raise _to_config_error(exc, Path("--mirror-dir")) from None
 
 
-def parse_config(data: dict[str, Any], path: Path) -> MirrorConfig:
+def parse_config(data: dict[str, Any], path: Path, conda: dict[str, Any] | None = None) -> MirrorConfig:
+    """Validate a config mapping; network settings missing from it are taken from `conda` (.condarc)."""
+    merged = {key: value for key, value in (conda or {}).items() if key not in data} | data
     try:
-        return MirrorConfig.model_validate(data, context={"base_dir": path.parent.resolve()})
+        return MirrorConfig.model_validate(merged, context={"base_dir": path.parent.resolve()})
     except ValidationError as exc:
         raise _to_config_error(exc, path) from None
 

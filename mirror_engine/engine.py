@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
 from mirror_engine import __version__
@@ -37,7 +36,7 @@ from mirror_engine.progress import Reporter
 from mirror_engine.publish import publish_subdir, write_index
 from mirror_engine.repodata import Record, Repodata
 from mirror_engine.retry import RetryPolicy, with_retries
-from mirror_engine.session import open_session, redact
+from mirror_engine.session import Http, open_session, redact
 from mirror_engine.summary import RunSummary, plan_counts
 from mirror_engine.transfer import Outcome, TransferItem, TransferResult, download, file_matches
 
@@ -130,7 +129,7 @@ class MirrorRun:
         self.summary.finished = self.clock()
         return self.summary
 
-    async def _run_locked(self, session: aiohttp.ClientSession, reader: ChannelReader) -> None:
+    async def _run_locked(self, session: Http, reader: ChannelReader) -> None:
         lock = RunLock(self.config.state_dir / f"{self.config.dest_channel}.lock")
         lock.acquire(str(self.config.channel_dir))
         status = "failed"
@@ -193,7 +192,7 @@ class MirrorRun:
                                 lines[-1] += " (a file of the same name from an earlier channel wins)"
         return lines or [f"no upstream record matches {query.name}"]
 
-    async def _discover_and_mirror(self, session: aiohttp.ClientSession, reader: ChannelReader) -> None:
+    async def _discover_and_mirror(self, session: Http, reader: ChannelReader) -> None:
         subdirs = await self._discover(reader)
         if self.config.include_dependencies:
             await self._add_dependencies(reader, subdirs)
@@ -363,7 +362,7 @@ class MirrorRun:
         log.info("%s: unchanged upstream and on disk; index left as it is", subdir)
         return True
 
-    async def _mirror(self, session: aiohttp.ClientSession, reader: ChannelReader, subdirs: list[str]) -> None:
+    async def _mirror(self, session: Http, reader: ChannelReader, subdirs: list[str]) -> None:
         async def handle(work_item: tuple[TransferItem, _SubdirJob]) -> None:
             item, job = work_item
             result = await self._transfer(session, item)
@@ -439,7 +438,7 @@ class MirrorRun:
         if listing_path is None or not listing_path.exists():
             await write_index(self.destination, ALWAYS_MIRRORED_SUBDIR, (), ())
 
-    async def _transfer(self, session: aiohttp.ClientSession, item: TransferItem) -> TransferResult:
+    async def _transfer(self, session: Http, item: TransferItem) -> TransferResult:
         final = self.destination.final_path(item.subdir, item.filename)
         if item.check_existing and final is not None and await asyncio.to_thread(file_matches, final, item):
             await self._journal_verified(item)

@@ -5,6 +5,7 @@
     ├── UpstreamError                           1   the channel we read from
     │   ├── HttpStatusError          5xx/429    1
     │   ├── ConnectionFailed         yes        1   refused, reset, timed out
+    │   ├── TlsError                 no         1   certificate not trusted (see ssl_verify)
     │   ├── ShortBody                yes        1   fewer (or more) bytes than promised
     │   ├── ChecksumMismatch         yes        1   right length, wrong bytes
     │   ├── BadRepodata              no         1   not JSON, not zstd, wrong shape
@@ -59,6 +60,10 @@ class HttpStatusError(UpstreamError):
 
 class ConnectionFailed(UpstreamError):
     retryable = True
+
+
+class TlsError(UpstreamError):
+    """A certificate we do not trust: retrying cannot help, the config must change."""
 
 
 class ShortBody(UpstreamError):

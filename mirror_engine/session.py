@@ -1,18 +1,83 @@
-"""The one aiohttp ClientSession of a run: connection limits, timeouts, proxies from the environment."""
+"""The one HTTP session of a run: connection limits, timeouts, TLS (`ssl_verify`), proxies; aiohttp's
+exceptions become ours here, in `client_error`, and nowhere else."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import logging
+import os
+import ssl
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
 from mirror_engine import __version__
-from mirror_engine.config import MirrorConfig
+from mirror_engine.errors import (
+    ConfigError,
+    ConnectionFailed,
+    HttpStatusError,
+    MirrorError,
+    ShortBody,
+    TlsError,
+)
 
+if TYPE_CHECKING:  # config imports redact() from here
+    from mirror_engine.config import MirrorConfig
+
+log = logging.getLogger(__name__)
 USER_AGENT = f"mirror_engine/{__version__} (+conda channel mirror)"
 
 
-def open_session(config: MirrorConfig) -> aiohttp.ClientSession:
+class Http:
+    """The run's aiohttp session with conda's `ssl_verify` and `proxy_servers` applied to every request."""
+
+    def __init__(self, session: aiohttp.ClientSession, tls: ssl.SSLContext | bool, proxies: dict[str, str]) -> None:
+        self.session = session
+        self._tls = tls
+        self._proxies = proxies
+
+    def get(self, url: str, **options: Any) -> Any:
+        return self.session.get(url, ssl=self._tls, **self._proxy(url, options))
+
+    def head(self, url: str, **options: Any) -> Any:
+        return self.session.head(url, ssl=self._tls, **self._proxy(url, options))
+
+    def _proxy(self, url: str, options: dict[str, Any]) -> dict[str, Any]:
+        """The request's options with proxy_servers applied by scheme, unless NO_PROXY names the host;
+        without proxy_servers aiohttp reads HTTP(S)_PROXY and NO_PROXY from the environment itself."""
+        parts = urlsplit(url)
+        proxy = self._proxies.get(parts.scheme)
+        no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
+        if proxy is None or bypasses_proxy(parts.hostname or "", no_proxy):
+            return options
+        proxy_parts = urlsplit(proxy)
+        if proxy_parts.username is None:
+            return {**options, "proxy": proxy}
+        user, password = unquote(proxy_parts.username), unquote(proxy_parts.password or "")
+        auth = {"Proxy-Authorization": aiohttp.encode_basic_auth(user, password)}
+        if parts.scheme == "https":  # the credentials go to the proxy in the CONNECT, never to the server
+            return {**options, "proxy": redact(proxy), "proxy_headers": auth}
+        return {**options, "proxy": redact(proxy), "headers": {**options.get("headers", {}), **auth}}
+
+    async def __aenter__(self) -> Http:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+
+
+def bypasses_proxy(host: str, no_proxy: str | None) -> bool:
+    """NO_PROXY as curl and aiohttp read it: `*`, host names, and domain suffixes (`.corp` or `corp`)."""
+    for entry in (no_proxy or "").replace(" ", "").split(","):
+        if entry == "*":
+            return True
+        entry = entry.lstrip(".").lower()
+        if entry and (host.lower() == entry or host.lower().endswith("." + entry)):
+            return True
+    return False
+
+
+def open_session(config: MirrorConfig) -> Http:
     """A session sized for the worker pool; `total=None` because a big package may take longer than any fixed cap."""
     connector = aiohttp.TCPConnector(
         limit=config.concurrency + 8,  # + room for repodata fetches beside the workers
@@ -20,12 +85,46 @@ def open_session(config: MirrorConfig) -> aiohttp.ClientSession:
         ttl_dns_cache=300,
     )
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout)
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
         trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as operators behind proxies expect
         headers={"User-Agent": USER_AGENT},
     )
+    return Http(session, tls_context(config), dict(config.proxy_servers))
+
+
+def tls_context(config: MirrorConfig) -> ssl.SSLContext | bool:
+    """`ssl_verify`: true checks upstream against the system's CAs, a path against that bundle only."""
+    if config.ssl_verify is False:
+        log.warning("ssl_verify: false: upstream TLS certificates are not checked")
+        return False
+    cafile = str(config.ssl_verify) if not isinstance(config.ssl_verify, bool) else None
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+        if config.client_ssl_cert is not None:
+            key = str(config.client_ssl_cert_key) if config.client_ssl_cert_key else None
+            context.load_cert_chain(str(config.client_ssl_cert), key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError("config", "ssl_verify" if cafile else "client_ssl_cert", f"cannot load: {exc}") from None
+    return context
+
+
+def client_error(url: str, exc: BaseException) -> MirrorError:
+    """The one-line error of ours for an aiohttp or timeout error while fetching `url` (already redacted)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        host = exc.host
+        return TlsError(
+            f"{url}: the TLS certificate of {host} is not trusted ({exc.certificate_error}); set ssl_verify to "
+            "the CA bundle that signed it, or ssl_verify: false"
+        )
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ShortBody(f"{url}: body cut short ({describe_error(exc)})")
+    if isinstance(exc, TimeoutError):
+        return ConnectionFailed(f"{url}: stalled, no data within read_timeout")
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return HttpStatusError(url, 310, "too many redirects")
+    return ConnectionFailed(f"{url}: {describe_error(exc)}")
 
 
 def redact(url: str) -> str:

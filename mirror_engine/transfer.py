@@ -1,7 +1,7 @@
 """Fetch one file to a temporary name, counting bytes and hashing while it streams; verify before anything else.
 
 Work items and results are plain, picklable values so that transfers can move to other processes.
-aiohttp's exceptions are translated into ours here and nowhere else.
+aiohttp's exceptions become ours through session.client_error.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ import aiohttp
 from mirror_engine.bandwidth import TokenBucket
 from mirror_engine.errors import (
     ChecksumMismatch,
-    ConnectionFailed,
     HttpStatusError,
     ShortBody,
     destination_error,
 )
 from mirror_engine.retry import parse_retry_after
-from mirror_engine.session import describe_error, redact
+from mirror_engine.session import Http, client_error, redact
 
 T = TypeVar("T")
 BLOCK = 1 << 20  # bytes handed to a thread at once: large enough that hashlib releases the GIL for long
@@ -126,7 +125,7 @@ def _destination_call(path: Path, call: Callable[[], T]) -> T:
 
 
 async def download(
-    session: aiohttp.ClientSession,
+    session: Http,
     item: TransferItem,
     temp_path: Path,
     on_bytes: Callable[[int], None],
@@ -149,7 +148,7 @@ async def download(
 
 
 async def _stream(
-    session: aiohttp.ClientSession,
+    session: Http,
     item: TransferItem,
     sink: _Sink,
     on_bytes: Callable[[int], None],
@@ -180,14 +179,8 @@ async def _stream(
                     buffer.clear()
             on_bytes(len(buffer))
             return bytes(buffer)
-    except aiohttp.ClientPayloadError as exc:
-        raise ShortBody(f"{url}: body cut short after {sink.size} bytes ({describe_error(exc)})") from None
-    except TimeoutError:
-        raise ConnectionFailed(f"{url}: stalled, no data within the read timeout") from None
-    except aiohttp.TooManyRedirects:
-        raise HttpStatusError(url, 310, "too many redirects") from None
-    except aiohttp.ClientError as exc:
-        raise ConnectionFailed(f"{url}: {describe_error(exc)}") from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise client_error(url, exc) from None
 
 
 def _copy_local(source: Path, item: TransferItem, temp_path: Path, with_md5: bool) -> None:
