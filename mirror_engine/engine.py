@@ -417,7 +417,7 @@ class MirrorRun:
     async def _publish_when_settled(self, job: _SubdirJob) -> None:
         await job.settled.wait()
         plan = job.plan
-        published = await publish_subdir(self.destination, plan, job.verified)
+        published = await publish_subdir(self.destination, plan, job.verified, with_bz2=self.config.write_bz2)
         if self.journal is not None:
             complete = len(job.verified) == len(plan.wanted) and not plan.rejected
             await self.journal.published(
@@ -583,6 +583,7 @@ def _fingerprint(config: MirrorConfig, indexes: list[tuple[str, str]]) -> str:
             sorted(name.lower() for name in config.pkg_list),
             config.include_dependencies,
             config.prune_removed,
+            config.write_bz2,
         ],
         "indexes": indexes,
     }

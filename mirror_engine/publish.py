@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bz2
 import hashlib
 import time
 from collections.abc import Collection, Iterable
@@ -29,7 +30,12 @@ class Published:
 
 
 async def publish_subdir(
-    destination: Destination, plan: SubdirPlan, verified: Collection[str], *, now: float | None = None
+    destination: Destination,
+    plan: SubdirPlan,
+    verified: Collection[str],
+    *,
+    now: float | None = None,
+    with_bz2: bool = False,
 ) -> Published:
     """Write the subdir's index for the verified files, then delete stale files and expired shards.
 
@@ -40,7 +46,7 @@ async def publish_subdir(
     held = {record.filename for record in records} | set(plan.retired)
     for name, docs in plan.sidecars.items():
         await destination.write_index(plan.subdir, name, await asyncio.to_thread(_encode_sidecar, docs, held))
-    index_sha256 = await write_index(destination, plan.subdir, plan.upstream, records, plan.retired)
+    index_sha256 = await write_index(destination, plan.subdir, plan.upstream, records, plan.retired, with_bz2=with_bz2)
     stale = tuple(plan.stale)
     if stale:
         await destination.delete(plan.subdir, list(stale))
@@ -58,8 +64,12 @@ async def write_index(
     upstream: tuple[Repodata, ...],
     records: Collection[Record],
     removed: Iterable[str] = (),
+    *,
+    with_bz2: bool = False,
 ) -> str:
-    """Write every index file of a subdir in the order that keeps clients safe; returns repodata.json's sha256."""
+    """Write every index file of a subdir in the order that keeps clients safe; returns repodata.json's sha256.
+
+    `with_bz2` adds the deprecated repodata.json.bz2, for clients told not to use zstd."""
     removed = list(removed)
     doc = build_index(subdir, upstream, records, removed)
     json_bytes = await asyncio.to_thread(encode_index, doc)
@@ -69,6 +79,8 @@ async def write_index(
     created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     shard_index = await asyncio.to_thread(build_shard_index, subdir, shards, created_at=created_at)
     await destination.write_index(subdir, SHARD_INDEX_FILENAME, shard_index)
+    if with_bz2:
+        await destination.write_index(subdir, "repodata.json.bz2", await asyncio.to_thread(bz2.compress, json_bytes))
     # .zst before plain .json, as conda's own indexers do; each rename is atomic on its own.
     await destination.write_index(subdir, "repodata.json.zst", zst_bytes)
     await destination.write_index(subdir, "repodata.json", json_bytes)

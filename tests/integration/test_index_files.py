@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import json
 import os
 import time
@@ -155,3 +156,12 @@ async def test_a_shard_that_does_not_match_its_digest_fails_the_subdir(tmp_path:
         summary = await mirror(config)
     assert summary.exit_code == 1
     assert "does not match its sha256 in the index" in summary.failures[0][1]
+
+
+async def test_write_bz2_adds_the_deprecated_index(tmp_path: Path) -> None:
+    root = tmp_path / "pkgs"
+    build_channel(root, [OLD])
+    config = make_config(tmp_path, channels=[str(root)], platforms=["noarch"], write_bz2=True)
+    await mirror(config)
+    folder = config.channel_dir / "noarch"
+    assert bz2.decompress((folder / "repodata.json.bz2").read_bytes()) == (folder / "repodata.json").read_bytes()
