@@ -144,9 +144,11 @@ class MirrorRun:
                     raise
             status = "interrupted" if self.summary.interrupted_by else "done" if not self.summary.failures else "failed"
         finally:
-            await self.destination.close()
-            await self._close_journal(status)
-            lock.release()
+            try:
+                await self.destination.close()
+                await self._close_journal(status)
+            finally:
+                lock.release()  # whatever failed above, the next run must not find us holding it
 
     async def _open_journal(self, *, readonly: bool) -> Journal | None:
         if not self.use_journal:
@@ -161,9 +163,11 @@ class MirrorRun:
     async def _close_journal(self, status: str) -> None:
         if self.journal is None:
             return
-        if status:
-            await self.journal.finish_run(status, f"{len(self.summary.failures)} failure(s)")
-        await self.journal.close()
+        try:
+            if status:
+                await self.journal.finish_run(status, f"{len(self.summary.failures)} failure(s)")
+        finally:
+            await self.journal.close()
 
     async def explain(self, query: Query) -> list[str]:
         """For `explain`: every upstream record matching `query`, whether the mirror holds it, and why."""
@@ -479,7 +483,7 @@ class MirrorRun:
             )
         except DiskFull as error:
             left = sum(row.to_fetch_bytes for row in self.summary.rows.values()) - self.summary.downloaded_bytes
-            raise DiskFull(f"{error}; about {left / 1e9:.2f} GB more is needed to finish this run") from None
+            raise DiskFull(f"{error}; about {_human_bytes(left)} more is needed to finish this run") from None
         except DestinationError:
             raise  # the destination is broken for every file: stop the run
         except MirrorError as error:
@@ -562,6 +566,13 @@ def _record_names(repodata_json: Path) -> set[str]:
         for record in doc.get(section, {}).values()
         if isinstance(record, dict) and isinstance(record.get("name"), str)
     }
+
+
+def _human_bytes(count: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -21,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mirror_engine.errors import DestinationError
+from mirror_engine.errors import DestinationError, DiskFull, MirrorError
 from mirror_engine.plan import Known
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class Journal:
         self._pending: list[_Write] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._failed: MirrorError | None = None  # set by a failed commit; every later flush raises it
 
     # --- opening -----------------------------------------------------------------------------
 
@@ -119,6 +121,8 @@ class Journal:
             raise DestinationError(f"{self.path.parent}: cannot create the journal folder: {exc.strerror}") from None
         try:
             self._db = self._connect_checked()
+        except sqlite3.OperationalError as exc:  # a full disk or an I/O error, not a damaged journal: keep it
+            raise _sqlite_error(self.path, exc) from None
         except sqlite3.DatabaseError as exc:
             self._set_aside(f"unreadable ({exc})")
             self._db = self._connect_checked()
@@ -152,9 +156,12 @@ class Journal:
             os.replace(self.path, aside)
 
     async def close(self) -> None:
-        await self.flush()
-        await self._call(self._close)
-        self._executor.shutdown(wait=True)
+        """Flush and close; the connection and its thread are released even when the flush fails."""
+        try:
+            await self.flush()
+        finally:
+            await self._call(self._close)
+            self._executor.shutdown(wait=True)
 
     def _close(self) -> None:
         if self._db is not None:
@@ -335,7 +342,9 @@ class Journal:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is committed."""
+        """Wait until everything queued so far is committed; raises the error of a failed commit."""
+        if self._failed is not None:
+            raise self._failed
         if not self._pending and (self._flusher is None or self._flusher.done()):
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -345,17 +354,24 @@ class Journal:
         await waiter
 
     async def _flush_loop(self) -> None:
-        """Commit what is queued, one transaction per batch, until nothing is left (group commit)."""
-        while self._pending or self._waiters:
+        """Commit what is queued, one transaction per batch, until nothing is left (group commit).
+
+        A failed commit fails every waiter, now and later (the journal can no longer vouch for anything);
+        it is not raised in this task, which nobody awaits.
+        """
+        while (self._pending or self._waiters) and self._failed is None:
             batch, self._pending = self._pending, []
             waiters, self._waiters = self._waiters, []
             try:
                 await asyncio.shield(self._call(self._commit, batch))
-            except BaseException as exc:
+            except MirrorError as exc:
+                self._failed = exc
+                waiters += self._waiters
+                self._waiters = []
                 for waiter in waiters:
                     if not waiter.done():
-                        waiter.set_exception(exc if isinstance(exc, Exception) else DestinationError(str(exc)))
-                raise
+                        waiter.set_exception(exc)
+                return
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -370,7 +386,7 @@ class Journal:
                 for sql, params in batch:
                     db.execute(sql, params)
         except sqlite3.Error as exc:
-            raise DestinationError(f"{self.path}: cannot write the journal: {exc}") from None
+            raise _sqlite_error(self.path, exc) from None
 
     def _require(self) -> sqlite3.Connection:
         if self._db is None:
@@ -379,3 +395,18 @@ class Journal:
 
     async def _call(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+
+def _sqlite_error(path: Path, exc: sqlite3.Error) -> DestinationError:
+    """A full disk is told apart from the rest: SQLite says "database or disk is full", or only
+    "disk I/O error" when it cannot grow its WAL or shared-memory file."""
+    if "full" in str(exc).lower() or _nearly_full(path.parent):
+        return DiskFull(f"{path}: no space left to write the journal")
+    return DestinationError(f"{path}: cannot use the journal: {exc}")
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False

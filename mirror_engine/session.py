@@ -120,6 +120,8 @@ def client_error(url: str, exc: BaseException) -> MirrorError:
         )
     if isinstance(exc, aiohttp.ClientPayloadError):
         return ShortBody(f"{url}: body cut short ({describe_error(exc)})")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # also a TimeoutError: tell it apart from a stall
+        return ConnectionFailed(f"{url}: no connection within connect_timeout")
     if isinstance(exc, TimeoutError):
         return ConnectionFailed(f"{url}: stalled, no data within read_timeout")
     if isinstance(exc, aiohttp.TooManyRedirects):

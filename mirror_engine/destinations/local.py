@@ -94,8 +94,11 @@ class LocalDestination:
                 temp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
                 with _os_errors(temp):
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    temp.write_bytes(data)
-                    os.replace(temp, path)
+                    try:
+                        temp.write_bytes(data)
+                        os.replace(temp, path)
+                    finally:
+                        temp.unlink(missing_ok=True)
                 written += 1
             if written:
                 os.sync()  # one flush for thousands of small files, instead of an fsync each
