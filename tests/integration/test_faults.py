@@ -1,0 +1,354 @@
+"""Hostile upstreams against a real loopback server: every fault survived or reported in one line, nothing
+published that was not verified, nothing written outside `<mirror_dir>/<dest_channel>/<subdir>/`."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mirror_engine.demo import DemoPackage, build_channel
+from tests.channel_server import LOOP_PREFIX, REDIRECT_PREFIX, ChannelServer
+from tests.helpers import assert_index_sound, leftovers, make_config, mirror, names, published
+
+TZDATA = "tzdata-2024a-h0c530f3_0.conda"
+TZDATA_PATH = f"/noarch/{TZDATA}"
+
+
+@pytest.fixture
+def channel(tmp_path: Path) -> tuple[Path, dict[str, dict[str, Any]]]:
+    root = tmp_path / "upstream"
+    return root, build_channel(root)
+
+
+def attempts(server: ChannelServer, path: str) -> int:
+    """GETs of `path` itself: each is one attempt (a redirect's second hop is not counted)."""
+    return sum(1 for method, seen in server.requests if method == "GET" and seen == path)
+
+
+def one_line(text: str) -> bool:
+    return bool(text) and "\n" not in text and "Traceback" not in text
+
+
+# fault -> what the retry's warning says (one of), and the bounds of the wait it announces
+SINGLE_FAULTS: dict[str, tuple[tuple[str, ...], float, float]] = {
+    "500": (("HTTP 500",), 0, 0.05),
+    "502": (("HTTP 502",), 0, 0.05),
+    "503": (("HTTP 503",), 0, 0.05),
+    "429": (("HTTP 429",), 1.0, 1.0),  # Retry-After: 1 beats the 0.05 s backoff cap
+    "429-date": (("HTTP 429",), 0.4, 1.5),  # an HTTP-date 1.5 s ahead, to the second
+    "short": (("cut short",), 0, 0.05),
+    "corrupt": (("sha256",), 0, 0.05),
+    "reset": (("cut short", "reset"), 0, 0.05),
+    "stall": (("stalled",), 0, 0.05),
+}
+
+
+def retry_warnings(caplog: pytest.LogCaptureFixture) -> list[tuple[str, float]]:
+    """(message, announced wait) of every 'retry in' warning the engine logged."""
+    found = []
+    for record in caplog.records:
+        match = re.fullmatch(r"(.*); retry in ([0-9.]+)s", record.getMessage())
+        if record.name.startswith("mirror_engine") and match:
+            found.append((match[1], float(match[2])))
+    return found
+
+
+@pytest.mark.parametrize("fault", [*SINGLE_FAULTS, "redirect"])
+async def test_a_single_fault_is_survived(
+    tmp_path: Path, channel: Any, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, docs = channel
+    async with ChannelServer(root, stall_seconds=2, retry_after=1, retry_after_date=1.5) as server:
+        server.faults[TZDATA_PATH] = [fault]
+        url = server.url
+        config = make_config(tmp_path, channels=[url], platforms=["noarch"], retries=2, read_timeout=0.5)
+        summary = await mirror(config)
+    assert summary.exit_code == 0, summary.failures
+    assert names(assert_index_sound(config, "noarch", docs["noarch"])) == names(docs["noarch"])
+    assert server.injected == [(TZDATA_PATH, fault)]
+    if fault == "redirect":  # followed at once: one attempt, and the file came from the redirect's target
+        assert attempts(server, TZDATA_PATH) == 1
+        assert attempts(server, f"{REDIRECT_PREFIX}{TZDATA_PATH}") == 1
+        assert retry_warnings(caplog) == []
+    else:  # the fault cost one attempt, and one retry fixed it
+        assert attempts(server, TZDATA_PATH) == 2
+        [(message, wait)] = retry_warnings(caplog)
+        said, shortest, longest = SINGLE_FAULTS[fault]
+        assert message.startswith(f"{url}noarch/{TZDATA}: ") and one_line(message)
+        assert any(words in message for words in said), message
+        assert shortest <= wait <= longest, wait
+    assert not leftovers(tmp_path / "mirror")
+
+
+async def test_a_redirect_loop_fails_that_file_only(tmp_path: Path, channel: Any) -> None:
+    root, docs = channel
+    async with ChannelServer(root) as server:
+        server.faults[TZDATA_PATH] = ["redirect-loop"] * 5
+        config = make_config(tmp_path, channels=[server.url], platforms=["noarch"], retries=2)
+        summary = await mirror(config)
+    assert summary.exit_code == 1
+    [(what, why)] = summary.failures
+    assert what == f"noarch/{TZDATA}"
+    assert one_line(why) and "redirect" in why, why
+    assert server.fetched(f"{LOOP_PREFIX}{TZDATA_PATH}"), "the loop was entered"
+    doc = assert_index_sound(config, "noarch", docs["noarch"])
+    assert names(doc) == names(docs["noarch"]) - {TZDATA}
+    assert not (config.channel_dir / "noarch" / TZDATA).exists()
+    assert not leftovers(tmp_path / "mirror")
+
+
+RANDOM_KINDS = ["500", "502", "503", "429", "429-date", "short", "corrupt", "reset", "stall", "redirect"]
+
+
+async def test_random_faults_on_a_fifth_of_requests_are_all_retried(tmp_path: Path, channel: Any) -> None:
+    root, docs = channel
+    retries = 8
+    async with ChannelServer(root, stall_seconds=1) as server:
+        server.random_faults(0.2, seed=140, kinds=RANDOM_KINDS)  # a seed that draws most kinds
+        config = make_config(tmp_path, channels=[server.url], retries=retries, read_timeout=0.5)
+        summary = await mirror(config)
+    assert summary.exit_code == 0, summary.failures
+    for subdir, doc in docs.items():
+        assert names(assert_index_sound(config, subdir, doc)) == names(doc)
+    kinds = {fault for _, fault in server.injected}
+    assert len(server.injected) >= 6 and len(kinds) >= 5, server.injected
+    assert {"corrupt", "reset", "stall"} <= kinds, kinds  # faults in the body, not only in the status line
+    faults_per_path = Counter(path for path, fault in server.injected if fault != "redirect")
+    for subdir, doc in docs.items():
+        for filename in names(doc):
+            path = f"/{subdir}/{filename}"
+            # every fault cost exactly one attempt and was followed by another, within the budget
+            assert attempts(server, path) == faults_per_path[path] + 1 <= retries + 1, path
+    assert not leftovers(tmp_path / "mirror")
+
+
+async def test_random_faults_are_deterministic_given_the_seed(tmp_path: Path, channel: Any) -> None:
+    root, _ = channel
+    logs = []
+    for run in range(2):
+        async with ChannelServer(root) as server:
+            server.random_faults(0.5, seed=11, kinds=["500", "503"])
+            config = make_config(tmp_path / str(run), channels=[server.url], platforms=["noarch"], retries=8)
+            (tmp_path / str(run)).mkdir()
+            assert (await mirror(config)).exit_code == 0
+        logs.append(sorted(server.injected))
+    assert logs[0] == logs[1] and logs[0]
+
+
+async def test_a_file_that_always_fails_is_reported_with_its_last_reason(tmp_path: Path, channel: Any) -> None:
+    root, docs = channel
+    async with ChannelServer(root) as server:
+        server.faults[TZDATA_PATH] = ["500", *["503"] * 10]
+        config = make_config(tmp_path, channels=[server.url], platforms=["noarch"], retries=2)
+        summary = await mirror(config)
+    assert summary.exit_code == 1
+    [(what, why)] = summary.failures
+    assert what == f"noarch/{TZDATA}"
+    assert one_line(why) and "HTTP 503" in why and TZDATA in why, why
+    assert attempts(server, TZDATA_PATH) == 3
+    doc = assert_index_sound(config, "noarch", docs["noarch"])
+    assert names(doc) == names(docs["noarch"]) - {TZDATA}
+    assert not (config.channel_dir / "noarch" / TZDATA).exists()
+
+
+async def test_corrupt_zstd_repodata_fails_its_subdir_only(tmp_path: Path, channel: Any) -> None:
+    root, docs = channel
+    async with ChannelServer(root) as server:
+        server.faults["/linux-64/repodata.json.zst"] = ["corrupt"]
+        url = server.url
+        config = make_config(tmp_path, channels=[url], platforms=["linux-64"])
+        summary = await mirror(config)
+    assert summary.exit_code == 1
+    [(what, why)] = summary.failures
+    assert what == "linux-64 (not published)"
+    assert why.startswith(f"{url}linux-64/repodata.json.zst: not valid zstd") and one_line(why), why
+    assert not (config.channel_dir / "linux-64").exists()
+    assert_index_sound(config, "noarch", docs["noarch"])
+
+
+# --- timeouts and bandwidth --------------------------------------------------------------------------
+
+
+async def test_file_timeout_cuts_a_dripping_download(tmp_path: Path) -> None:
+    root = tmp_path / "upstream"
+    docs = build_channel(root, [DemoPackage("slow", "1", "0", subdir="noarch", payload_size=40_000)], zst=False)
+    size = docs["noarch"]["packages.conda"]["slow-1-0.conda"]["size"]
+    async with ChannelServer(root, drip=(1024, 0.05)) as server:  # about 2 s for the whole body
+        config = make_config(tmp_path, channels=[server.url], platforms=["noarch"], file_timeout=0.5, retries=0)
+        summary = await mirror(config)
+    assert summary.exit_code == 1
+    [(what, why)] = summary.failures
+    assert what == "noarch/slow-1-0.conda"
+    assert one_line(why) and "file_timeout" in why and "0.5s" in why, why
+    [served] = server.served
+    assert 0 < served.sent < size  # cut off midway, not refused
+    assert names(published(config, "noarch")) == set()
+    assert not leftovers(tmp_path / "mirror")
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A port on 127.0.0.1 whose SYNs go unanswered: a listener with a full accept queue, never accepting."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = [socket.socket() for _ in range(4)]
+    try:
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))  # the first fills the queue; the others hang as ours will
+        yield port
+    finally:
+        for each in (*fillers, listener):
+            each.close()
+
+
+async def test_a_connect_timeout_is_reported_as_one(tmp_path: Path, black_hole: int) -> None:
+    root = tmp_path / "upstream"
+    docs = build_channel(root, [DemoPackage("far", "1", "0", subdir="noarch")], zst=False)
+    hole = f"http://127.0.0.1:{black_hole}/noarch/"
+    (root / "noarch" / "repodata.json").write_text(
+        json.dumps(docs["noarch"] | {"info": {"subdir": "noarch", "base_url": hole}})
+    )
+    async with ChannelServer(root) as server:
+        config = make_config(
+            tmp_path,
+            channels=[server.url],
+            platforms=["noarch"],
+            allow_other_hosts=True,
+            connect_timeout=0.3,
+            read_timeout=5,
+            retries=0,
+        )
+        summary = await mirror(config)
+    assert summary.exit_code == 1
+    [(what, why)] = summary.failures
+    assert what == "noarch/far-1-0.conda" and why.startswith(f"{hole}far-1-0.conda: "), why
+    assert "connect" in why and "stalled" not in why, why
+
+
+async def test_max_bandwidth_slows_the_run_down(tmp_path: Path) -> None:
+    root = tmp_path / "upstream"
+    packages = [DemoPackage(name, "1", "0", subdir="noarch", payload_size=1_000_000) for name in ("big", "bigger")]
+    docs = build_channel(root, packages, zst=False)
+    total = sum(record["size"] for record in docs["noarch"]["packages.conda"].values())
+    rate = 1_000_000
+    async with ChannelServer(root) as server:
+        config = make_config(tmp_path, channels=[server.url], platforms=["noarch"], max_bandwidth="1MB/s")
+        started = time.monotonic()
+        summary = await mirror(config)
+        elapsed = time.monotonic() - started
+    assert summary.exit_code == 0, summary.failures
+    assert names(assert_index_sound(config, "noarch", docs["noarch"])) == names(docs["noarch"])
+    # The bucket starts with one second's worth; the rest cannot go faster than the rate.
+    # A lower bound only: a slow machine passes, only a missing cap fails.
+    assert elapsed >= 0.9 * (total - rate) / rate, elapsed
+
+
+# --- bad repodata -----------------------------------------------------------------------------------
+
+
+async def test_malformed_repodata_fails_its_subdir_with_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "upstream"
+    subdirs = ["noarch", "linux-64", "osx-64", "osx-arm64", "win-64", "linux-aarch64", "linux-ppc64le"]
+    docs = build_channel(
+        root,
+        [
+            *(DemoPackage("good", "1", "0", subdir=subdir, payload_size=64) for subdir in subdirs),
+            *(DemoPackage("bad", "1", "0", subdir=subdir, payload_size=64) for subdir in subdirs),
+        ],
+        zst=False,
+    )
+
+    def write(subdir: str, doc: Any) -> None:
+        (root / subdir / "repodata.json").write_text(doc if isinstance(doc, str) else json.dumps(doc))
+
+    write("linux-64", '{"info": {"subdir": "linux-64"}, "packages": {')  # cut short
+    write("osx-64", docs["osx-64"] | {"packages.conda": list(docs["osx-64"]["packages.conda"].values())})
+    write("osx-arm64", docs["osx-arm64"] | {"info": ["osx-arm64"]})
+    bad = "bad-1-0.conda"
+    docs["win-64"]["packages.conda"][bad].pop("size")
+    docs["linux-aarch64"]["packages.conda"][bad].pop("sha256")
+    docs["linux-aarch64"]["packages.conda"][bad].pop("md5")
+    docs["linux-ppc64le"]["packages.conda"][bad]["size"] = "64"  # a string is no size
+    for subdir in ("win-64", "linux-aarch64", "linux-ppc64le"):
+        write(subdir, docs[subdir])
+    async with ChannelServer(root) as server:
+        url = server.url
+        config = make_config(tmp_path, channels=[url], platforms=subdirs[1:])
+        summary = await mirror(config)
+    assert summary.exit_code == 1
+    failures = dict(summary.failures)
+    assert len(failures) == len(summary.failures) == 6, summary.failures
+    assert failures["linux-64 (not published)"].startswith(f"{url}linux-64/repodata.json: not valid JSON")
+    assert failures["osx-64 (not published)"] == f"{url}osx-64/repodata.json: packages.conda: not an object"
+    assert failures["osx-arm64 (not published)"] == f"{url}osx-arm64/repodata.json: info: not an object"
+    assert failures[f"{url}win-64/{bad}"] == "record has no valid size"
+    assert failures[f"{url}linux-aarch64/{bad}"] == "record has neither a valid sha256 nor md5"
+    assert failures[f"{url}linux-ppc64le/{bad}"] == "record has no valid size"
+    assert all(one_line(why) for why in failures.values())
+    for subdir in ("linux-64", "osx-64", "osx-arm64"):
+        assert not (config.channel_dir / subdir).exists()
+    assert names(assert_index_sound(config, "noarch", docs["noarch"])) == {"good-1-0.conda", bad}
+    for subdir in ("win-64", "linux-aarch64", "linux-ppc64le"):
+        assert names(assert_index_sound(config, subdir, docs[subdir])) == {"good-1-0.conda"}
+        assert not (config.channel_dir / subdir / bad).exists()
+    assert not server.fetched(f"/win-64/{bad}") and not server.fetched(f"/linux-aarch64/{bad}")
+
+
+# --- hostile file names -----------------------------------------------------------------------------
+
+HOSTILE = [
+    "/etc/x.conda",
+    "a\\b.conda",
+    "..\\..\\x.conda",
+    "nul\x00-1-0.conda",
+    "x-1-0.conda\x00.txt",
+    "not-a-package-1-0.zip",
+    "noext-1-0",
+    "..",
+    ".",
+    "../x.tar.bz2",
+    "a/b.conda",
+    ".hidden-1-0.conda",
+    "",
+]
+
+
+async def test_hostile_file_names_are_rejected_and_nothing_escapes(tmp_path: Path) -> None:
+    root = tmp_path / "upstream"
+    docs = build_channel(root, [DemoPackage("ok", "1", "0", subdir="noarch")], zst=False)
+    doc = docs["noarch"]
+    record = doc["packages.conda"]["ok-1-0.conda"]
+    for name in HOSTILE:
+        doc["packages.conda" if name.endswith(".conda") else "packages"][name] = record
+    (root / "noarch" / "repodata.json").write_text(json.dumps(doc))
+    before = {path for path in tmp_path.rglob("*")}
+    async with ChannelServer(root) as server:
+        url = server.url
+        config = make_config(tmp_path, channels=[url], platforms=["noarch"])
+        summary = await mirror(config)
+    assert summary.exit_code == 1
+    assert sorted(summary.failures) == sorted((f"{url}noarch/{name}", f"unsafe file name {name!r}") for name in HOSTILE)
+    assert names(published(config, "noarch")) == {"ok-1-0.conda"}
+    assert server.fetched("/noarch/ok-1-0.conda") and len(server.fetched(".conda")) == 1
+    # Every file the run created is inside the one subdir it mirrored, or its own state, or channeldata.json.
+    created = {path for path in tmp_path.rglob("*") if path.is_file()} - before
+    outside = {
+        path
+        for path in created
+        if not path.is_relative_to(config.channel_dir / "noarch") and not path.is_relative_to(config.state_dir)
+    }
+    assert outside == {config.channel_dir / "channeldata.json"}
+    noarch_files = {path.name for path in (config.channel_dir / "noarch").iterdir() if path.is_file()}
+    assert noarch_files == {"ok-1-0.conda", "repodata.json", "repodata.json.zst", "repodata_shards.msgpack.zst"}
+    assert not Path("/etc/x.conda").exists()

@@ -1,0 +1,125 @@
+"""Upstream TLS with a private CA (`ssl_verify`) and a real forward proxy (`proxy_servers`, NO_PROXY)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from mirror_engine.config import MirrorConfig
+from mirror_engine.demo import build_channel
+from tests.channel_server import ChannelServer
+from tests.helpers import assert_index_sound, make_config, mirror
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+async def test_a_private_ca_is_refused_until_ssl_verify_names_it(
+    tmp_path: Path, ca: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    docs = build_channel(tmp_path / "pkgs")
+    bundle = tmp_path / "private-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    async with ChannelServer(tmp_path / "pkgs", tls=server_tls(ca)) as server:
+        assert server.url.startswith("https://127.0.0.1:")
+        refused = await mirror(make_config(tmp_path, channels=[server.url], platforms=["noarch"], retries=3))
+        trusted = make_config(tmp_path, channels=[server.url], platforms=["noarch"], ssl_verify=str(bundle))
+        accepted = await mirror(trusted)
+        unchecked = await mirror(
+            make_config(tmp_path / "x", channels=[server.url], platforms=["noarch"], ssl_verify=False)
+        )
+    assert refused.exit_code == 1
+    _, why = refused.failures[0]
+    assert "the TLS certificate of 127.0.0.1 is not trusted" in why and "set ssl_verify to" in why
+    assert len(server.fetched("repodata.json.zst")) >= 1  # refused once, not retried 3 times before the next
+    assert accepted.exit_code == 0, accepted.failures
+    assert_index_sound(trusted, "noarch", docs["noarch"])
+    assert unchecked.exit_code == 0
+    assert "ssl_verify: false: upstream TLS certificates are not checked" in caplog.text
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def forward_proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """proxy.py (PyPI) on 127.0.0.1 with basic auth; yields its URL with credentials and its log file."""
+    port, log = free_port(), tmp_path / "proxy.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", str(port), "--basic-auth",
+         "mirror:pr0xyPass", "--log-file", str(log), "--num-workers", "1", "--num-acceptors", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "proxy.py did not start"
+                time.sleep(0.05)
+        yield f"http://mirror:pr0xyPass@127.0.0.1:{port}", log
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def proxied(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if "access_log" in line] if log.exists() else []
+
+
+async def test_traffic_goes_through_the_proxy_unless_no_proxy_names_the_host(
+    tmp_path: Path, forward_proxy: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy_url, log = forward_proxy
+    wrong_password = proxy_url.replace("pr0xyPass", "wrong")
+    docs = build_channel(tmp_path / "pkgs")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with ChannelServer(tmp_path / "pkgs") as server:
+        port = server.url.rstrip("/").rsplit(":", 1)[1]
+
+        def config(where: str, proxy: str) -> MirrorConfig:
+            return make_config(
+                tmp_path / where, channels=[server.url], platforms=["noarch"], proxy_servers={"http": proxy}
+            )
+
+        through = config("a", proxy_url)
+        summary = await mirror(through)
+        assert summary.exit_code == 0, summary.failures
+        assert_index_sound(through, "noarch", docs["noarch"])
+        # proxy.py logs a connection when it ends; the refused password proves every request is proxied
+        refused = await mirror(config("b", wrong_password))
+        assert refused.exit_code == 1 and "HTTP 407" in refused.failures[0][1]
+        await asyncio.sleep(0.5)
+        assert any(f"127.0.0.1:{port}/" in line for line in proxied(log))
+        seen = proxied(log)
+
+        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+        bypassed = await mirror(config("c", wrong_password))  # the proxy would refuse it: it is not asked
+        assert bypassed.exit_code == 0, bypassed.failures
+        await asyncio.sleep(0.5)
+        assert proxied(log) == seen
+    for text in (caplog.text, str(summary.failures), str(refused.failures)):
+        assert "pr0xyPass" not in text and "wrong@" not in text
