@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.servers import nginx
-from benchmarks.workloads import empty_file_channel, small_files_channel
+from benchmarks.workloads import small_files_channel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,19 @@ def bench_noop(work: Path, count: int) -> list[str]:
     root = work / f"noop-{count}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    empty_file_channel(root / "up", root / "out" / "anaconda", count)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.workloads",
+            "empty",
+            str(root / "up"),
+            str(root / "out" / "anaconda"),
+            str(count),
+        ],
+        cwd=REPO,
+        check=True,
+    )
     (root / "c.yaml").write_text("channels: [up]\nplatforms: linux-64\nmirror_dir: out\n")
     find = measure(["find", str(root / "out" / "anaconda"), "-type", "f", "-printf", "%s %T@\n"], root)
     first = measure(engine("c.yaml"), root)  # no journal yet: every file on disk is hashed once
@@ -134,7 +146,7 @@ def bench_noop(work: Path, count: int) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--noop-files", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--noop-files", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--small-files", type=int, default=3000)
     parser.add_argument("--work", type=Path, default=REPO / "build" / "bench")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import sys
 from pathlib import Path
 
 import orjson
@@ -70,3 +71,17 @@ def small_files_channel(upstream: Path, count: int, size: int, seed: int = 7) ->
     (upstream / "noarch").mkdir(exist_ok=True)
     (upstream / "noarch" / "repodata.json").write_bytes(orjson.dumps({"info": {"subdir": "noarch"}, "packages": {}}))
     return count * size
+
+
+def main(argv: list[str]) -> int:
+    """`python -m benchmarks.workloads empty UPSTREAM CHANNEL_DIR COUNT`: run in a child process, so that
+    the runner stays small: a child's peak RSS on Linux counts the memory it was forked with."""
+    kind, upstream, channel_dir, count = argv
+    if kind != "empty":
+        raise SystemExit(f"unknown workload {kind!r}")
+    empty_file_channel(Path(upstream), Path(channel_dir), int(count))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
