@@ -52,6 +52,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _command(commands: Any, name: str, **options: Any) -> argparse.ArgumentParser:
+    """A subcommand whose first argument is the config file, as every command's is."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, **options)
+    parser.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mirror-engine",
@@ -61,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mirror_engine {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    run = commands.add_parser(
+    run = _command(
+        commands,
         "run",
         help="mirror the channels a config file names",
         description="Mirror the channels CONFIG names into <mirror_dir>/<dest_channel>/<subdir>/. Files "
@@ -70,7 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
     run.add_argument("--dry-run", action="store_true", help="print what would be fetched and deleted; write nothing")
     run.add_argument(
         "--verify",
@@ -95,30 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="live progress: a bar on a terminal, periodic log lines otherwise (default: auto)",
     )
-    status = commands.add_parser(
+    status = _command(
+        commands,
         "status",
         help="what the last (or current) run did and has left, read from the journal; no network",
         description="Print, from the journal beside the mirror, the last run's state and the files in each "
         "state (published, verified, planned, downloading, failed) with their bytes, and the failures.",
     )
-    status.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
-    plan = commands.add_parser(
+    plan = _command(
+        commands,
         "plan",
         help="what a run would do: per channel and subdir, records upstream, selected, dropped, to fetch, to delete",
         description="Read the channels' indexes and the mirror, and print what `run` would do, without writing "
         "anything: records upstream, selected, to check, to fetch (bytes), dropped by each filter step, to "
         "delete, conflicts. --json prints the same as a JSON object.",
     )
-    plan.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
     plan.add_argument("--json", action="store_true", help="one JSON object on stdout (see docs/operations.md)")
-    explain = commands.add_parser(
+    explain = _command(
+        commands,
         "explain",
         help="why a package is or is not in the mirror: the filter step that decided each upstream record",
         description="For each upstream record matching NAME[=VERSION[=BUILD]], print whether the mirror "
         "holds it and which filter step decided it (platforms, python_versions, license_blacklist, blacklist, "
         "whitelist rescue, pkg_list). Reads the channels' indexes; downloads no package.",
     )
-    explain.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
     explain.add_argument("package", help="NAME, NAME=VERSION or NAME=VERSION=BUILD")
     for sub in (run, plan, status, explain):
         sub.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
