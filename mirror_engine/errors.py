@@ -10,10 +10,10 @@
     │   ├── ChecksumMismatch         yes        1   right length, wrong bytes
     │   ├── BadRepodata              no         1   not JSON, not zstd, wrong shape
     │   └── ChannelNotFound          no         1   no repodata at all for the channel
+    │   (a file name that would escape its folder is refused in planning: Record.unusable_because)
     └── DestinationError                        1   where we write
         ├── DiskFull                 no         1
-        ├── DestinationBusy          no         2   another run holds the lock
-        └── UnsafePath               no         1   a file name that would escape its folder
+        └── DestinationBusy          no         2   another run holds the lock
 
 `str(exc)` is what the user reads: subject first (a config key, a URL, a path), then what is wrong.
 """
@@ -37,10 +37,6 @@ class ConfigError(MirrorError):
 
     def __init__(self, file: Path | str, key: str, problem: str) -> None:
         super().__init__(f"{file}: {key}: {problem}")
-
-
-class UsageError(MirrorError):
-    exit_code = 2
 
 
 class UpstreamError(MirrorError):
@@ -94,10 +90,6 @@ class DestinationBusy(DestinationError):
     """Another run holds the destination: a usage problem, not a failed mirror."""
 
     exit_code = 2
-
-
-class UnsafePath(DestinationError):
-    pass
 
 
 def destination_error(path: Path, exc: OSError) -> DestinationError:
