@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("package", help="NAME, NAME=VERSION or NAME=VERSION=BUILD")
     for sub in (run, plan, status, explain):
-        sub.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
+        sub.add_argument("-v", "--verbose", "--debug", action="store_true", help="debug logging; tracebacks on errors")
         sub.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the final summary")
         sub.add_argument(
             "--log-format", choices=("text", "json"), default="text", help="json: one object per line, for log shippers"
