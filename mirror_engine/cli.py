@@ -31,6 +31,7 @@ from mirror_engine.summary import RunSummary, format_plan, format_summary
 log = logging.getLogger("mirror_engine")
 T = TypeVar("T")
 
+METRICS_INTERVAL = 30.0  # seconds between progress writes of --metrics-file
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 DESCRIPTION = """\
@@ -183,7 +184,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     destination = LocalDestination(config.channel_dir)
     mirror = MirrorRun(config, destination, reporter, verify=args.verify, use_journal=not args.no_journal)
     try:
-        summary = _run_async(_until_signalled(mirror, dry_run=args.dry_run))
+        summary = _run_async(_until_signalled(mirror, dry_run=args.dry_run, metrics=args.metrics_file))
     finally:
         reporter.close()
     if args.dry_run:
@@ -201,8 +202,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     return summary.exit_code
 
 
-async def _until_signalled(mirror: MirrorRun, *, dry_run: bool) -> RunSummary:
-    """The first SIGINT or SIGTERM stops the run cleanly (summary, exit 130/143); a second one exits at once."""
+async def _until_signalled(mirror: MirrorRun, *, dry_run: bool, metrics: Path | None = None) -> RunSummary:
+    """The first SIGINT or SIGTERM stops the run cleanly (summary, exit 130/143); a second one exits at once.
+    With `metrics`, progress is written there every METRICS_INTERVAL seconds while the run goes on."""
     loop = asyncio.get_running_loop()
     stop_signals = (signal.SIGINT, signal.SIGTERM)
 
@@ -214,11 +216,25 @@ async def _until_signalled(mirror: MirrorRun, *, dry_run: bool) -> RunSummary:
 
     for each in stop_signals:
         loop.add_signal_handler(each, on_signal, each)
+    writer = asyncio.create_task(_write_metrics_periodically(mirror, metrics)) if metrics and not dry_run else None
     try:
         return await mirror.run(dry_run=dry_run)
     finally:
+        if writer is not None:
+            writer.cancel()
         for each in stop_signals:
             loop.remove_signal_handler(each)
+
+
+async def _write_metrics_periodically(mirror: MirrorRun, path: Path) -> None:
+    while True:
+        await asyncio.sleep(METRICS_INTERVAL)
+        try:
+            write_metrics(
+                path, mirror.summary, channel=mirror.config.dest_channel, finished_at=time.time(), running=True
+            )
+        except OSError as exc:  # the final write reports it; a monitoring file must not stop a mirror
+            log.warning("%s: cannot write metrics: %s", path, exc.strerror)
 
 
 def _reporter(choice: str, names: list[str], console: Console, *, dry_run: bool) -> Reporter:

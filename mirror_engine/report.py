@@ -82,10 +82,15 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
 _LAST_SUCCESS = re.compile(r"^mirror_engine_last_success_timestamp_seconds\{[^}]*\} (\S+)$", re.MULTILINE)
 
 
-def write_metrics(path: Path, summary: RunSummary, *, channel: str, finished_at: float) -> None:
-    """Prometheus text format for node_exporter's textfile collector; the last success survives failed runs."""
+def write_metrics(path: Path, summary: RunSummary, *, channel: str, finished_at: float, running: bool = False) -> None:
+    """Prometheus text format for node_exporter's textfile collector; the last success survives failed runs.
+
+    While `running`, it shows progress so far: the last run's end and success times are left as they were.
+    """
     label = f'channel="{channel}"'
-    last_success = finished_at if summary.exit_code == 0 else _previous_last_success(path)
+    previous = _previous_last_success(path)
+    last_success = finished_at if summary.exit_code == 0 and not running else previous
+    duration = (summary.finished or time.monotonic()) - summary.started
     rows = summary.rows.values()
     lines = [
         "# HELP mirror_engine_files Files of the last run, by outcome.",
@@ -107,11 +112,14 @@ def write_metrics(path: Path, summary: RunSummary, *, channel: str, finished_at:
         f"mirror_engine_failures{{{label}}} {len(summary.failures)}",
         "# HELP mirror_engine_run_duration_seconds Wall time of the last run.",
         "# TYPE mirror_engine_run_duration_seconds gauge",
-        f"mirror_engine_run_duration_seconds{{{label}}} {(summary.finished or summary.started) - summary.started:.3f}",
+        f"mirror_engine_run_duration_seconds{{{label}}} {duration:.3f}",
+        "# HELP mirror_engine_running 1 while a run is writing this file, 0 once it has ended.",
+        "# TYPE mirror_engine_running gauge",
+        f"mirror_engine_running{{{label}}} {int(running)}",
         "# HELP mirror_engine_exit_code Exit status of the last run (0 is success).",
         "# TYPE mirror_engine_exit_code gauge",
         f"mirror_engine_exit_code{{{label}}} {summary.exit_code}",
-        "# HELP mirror_engine_last_run_timestamp_seconds When the last run ended.",
+        "# HELP mirror_engine_last_run_timestamp_seconds When the last run ended (or, while running, now).",
         "# TYPE mirror_engine_last_run_timestamp_seconds gauge",
         f"mirror_engine_last_run_timestamp_seconds{{{label}}} {finished_at:.0f}",
         "# HELP mirror_engine_last_success_timestamp_seconds When a run last ended with everything mirrored.",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from mirror_engine.demo import build_channel
 from tests.channel_server import ChannelServer
-from tests.e2e.conftest import start_cli
+from tests.e2e.conftest import start_cli, wait_for
 
 
 async def run(tmp_path: Path, *args: str) -> tuple[int, str, str]:
@@ -48,3 +51,28 @@ async def test_report_metrics_and_json_logs(tmp_path: Path) -> None:
     assert 'mirror_engine_exit_code{channel="anaconda"} 1' in metrics
     for text in (stdout, stderr, (tmp_path / "r.json").read_text(), metrics):
         assert "s3cr3t" not in text
+
+
+async def test_metrics_are_written_while_a_run_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mirror_engine import cli
+    from mirror_engine.demo import DEMO_PACKAGES, DemoPackage
+    from mirror_engine.destinations.local import LocalDestination
+    from mirror_engine.engine import MirrorRun
+    from mirror_engine.progress import NullReporter
+    from tests.helpers import make_config
+
+    big = DemoPackage("big", "1.0", "0", subdir="noarch", payload_size=3_000_000)
+    build_channel(tmp_path / "pkgs", [*DEMO_PACKAGES, big])
+    monkeypatch.setattr(cli, "METRICS_INTERVAL", 0.05)
+    metrics = tmp_path / "m.prom"
+    async with ChannelServer(tmp_path / "pkgs", stall_seconds=30) as server:
+        server.faults["/noarch/big-1.0-0.conda"] = ["stall"]
+        config = make_config(tmp_path, channels=[server.url], platforms=["noarch"])
+        run = MirrorRun(config, LocalDestination(config.channel_dir), NullReporter())
+        task = asyncio.create_task(cli._until_signalled(run, dry_run=False, metrics=metrics))
+        await wait_for(lambda: metrics.exists() and 'outcome="downloaded"} 3' in metrics.read_text())
+        assert 'mirror_engine_running{channel="anaconda"} 1' in metrics.read_text()
+        assert 'mirror_engine_last_success_timestamp_seconds{channel="anaconda"} 0' in metrics.read_text()
+        run.request_stop("SIGTERM")
+        summary = await asyncio.wait_for(task, 10)
+    assert summary.interrupted_by == "SIGTERM"
