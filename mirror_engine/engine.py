@@ -137,6 +137,8 @@ class MirrorRun:
             self.journal = await self._open_journal(readonly=False)
             await self.destination.open()
             self._work = asyncio.create_task(self._discover_and_mirror(session, reader))
+            if self.summary.interrupted_by is not None:  # a signal came while the journal was opening
+                self._work.cancel()
             try:
                 await self._work
             except asyncio.CancelledError:
