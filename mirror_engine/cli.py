@@ -17,11 +17,13 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from mirror_engine import __version__
+from mirror_engine.bandwidth import parse_bytes
+from mirror_engine.bundle import BundleError, Snapshot, export_bundle, unpack_bundle
 from mirror_engine.channel import Channel
-from mirror_engine.config import load_config, override_mirror_dir
+from mirror_engine.config import MirrorConfig, load_config, override_mirror_dir
 from mirror_engine.destinations.local import LocalDestination
-from mirror_engine.engine import MirrorRun
-from mirror_engine.errors import MirrorError
+from mirror_engine.engine import MirrorRun, import_bundle
+from mirror_engine.errors import ConfigError, MirrorError
 from mirror_engine.explain import Query
 from mirror_engine.progress import LogReporter, NullReporter, Reporter, RichReporter
 from mirror_engine.report import JsonLogFormatter, plan_json, report_json, write_metrics, write_report
@@ -128,7 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
         "whitelist rescue, pkg_list). Reads the channels' indexes; downloads no package.",
     )
     explain.add_argument("package", help="NAME, NAME=VERSION or NAME=VERSION=BUILD")
-    for sub in (run, plan, status, explain):
+    export = _command(
+        commands,
+        "export",
+        help="write the mirror (or what changed since a snapshot) as tar volumes + manifest for an air gap",
+        description="Write the destination channel as tar volumes of at most --split-size bytes, a manifest "
+        "(every file with size and sha256, the removed files) and a snapshot file to keep for the next "
+        "--since. Extracted, a bundle is a channel folder a config can name as a plain path.",
+    )
+    export.add_argument("out_dir", type=Path, help="folder to write the bundle into (on the removable drive)")
+    export.add_argument("--since", type=Path, metavar="SNAPSHOT", help="only what changed since this snapshot file")
+    export.add_argument("--split-size", default="3900MB", help="largest volume (default 3900MB, under FAT32's 4 GiB)")
+    importer = commands.add_parser(
+        "import",
+        help="check a bundle against its manifest, then mirror from it (same filters, journal, publish order)",
+        description="Verify every volume and file of BUNDLE_DIR against its manifest before anything is "
+        "published, then mirror from it into CONFIG's destination. A delta must follow the bundle imported last.",
+    )
+    importer.add_argument("bundle", type=Path, metavar="BUNDLE_DIR")
+    importer.add_argument("config", type=Path, help="YAML config file (cas-mirror keys)")
+    verify = commands.add_parser("verify-bundle", help="check a bundle against its manifest, importing nothing")
+    verify.add_argument("bundle", type=Path, metavar="BUNDLE_DIR")
+    for sub in (run, plan, status, explain, export, importer, verify):
         sub.add_argument("-v", "--verbose", "--debug", action="store_true", help="debug logging; tracebacks on errors")
         sub.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the final summary")
         sub.add_argument(
@@ -159,9 +182,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
+    if args.command == "verify-bundle":
+        manifest = unpack_bundle(args.bundle, None)
+        print(
+            f"{args.bundle}: {len(manifest['volumes'])} volume(s), {len(manifest['files'])} file(s) match the manifest"
+        )
+        return EXIT_OK
     config = load_config(args.config)
     if args.mirror_dir is not None:
         config = override_mirror_dir(config, args.mirror_dir)
+    if args.command == "export":
+        return _export(args, config)
+    if args.command == "import":
+        summary = _run_async(
+            import_bundle(config, args.bundle, _reporter("auto", [str(args.bundle)], console, dry_run=False))
+        )
+        print(format_summary(summary))
+        return summary.exit_code
     if args.command == "status":
         print(_run_async(status_report(config)))
         return EXIT_OK
@@ -200,6 +237,24 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     except OSError as exc:
         raise MirrorError(f"{exc.filename}: cannot write: {exc.strerror}") from None
     return summary.exit_code
+
+
+def _export(args: argparse.Namespace, config: MirrorConfig) -> int:
+    try:
+        split = parse_bytes(args.split_size, rate=False)
+    except ValueError as exc:
+        raise ConfigError("--split-size", "value", str(exc)) from None
+    since = Snapshot.load(args.since) if args.since else None
+    if not config.channel_dir.is_dir():
+        raise BundleError(f"{config.channel_dir}: nothing mirrored here to export")
+    manifest = export_bundle(config.channel_dir, config.dest_channel, args.out_dir, split, since)
+    size = sum(volume["size"] for volume in manifest["volumes"])
+    print(
+        f"{args.out_dir}: {len(manifest['files'])} file(s), {len(manifest['removed'])} removed, "
+        f"{len(manifest['volumes'])} volume(s), {size / 1e6:,.1f} MB; "
+        f"keep snapshot-{manifest['snapshot'][:16]}.json for --since"
+    )
+    return EXIT_OK
 
 
 async def _until_signalled(mirror: MirrorRun, *, dry_run: bool, metrics: Path | None = None) -> RunSummary:

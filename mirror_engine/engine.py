@@ -20,11 +20,13 @@ import orjson
 
 from mirror_engine import __version__
 from mirror_engine.bandwidth import TokenBucket
+from mirror_engine.bundle import BundleError, read_manifest, unpack_bundle
 from mirror_engine.channel import Channel, ChannelReader, IndexBytes, parse_index
 from mirror_engine.channelfiles import SUBDIR_SIDECARS, build_channeldata
 from mirror_engine.closure import Candidate, close_over, universes
 from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations.base import Destination, FileStat
+from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.errors import ConnectionFailed, DestinationError, DiskFull, MirrorError
 from mirror_engine.explain import Query, explain
 from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, NameSet, judge, subdir_selected
@@ -601,3 +603,32 @@ def _fingerprint(config: MirrorConfig, indexes: list[tuple[str, str]]) -> str:
         "indexes": indexes,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+async def import_bundle(config: MirrorConfig, bundle: Path, reporter: Reporter) -> RunSummary:
+    """Check a bundle against its manifest, then mirror from it as a local channel: same filters, journal
+    and publish order as `run`. A delta must start from the snapshot the destination is at."""
+    manifest = await asyncio.to_thread(read_manifest, bundle)
+    marker = config.state_dir / f"{config.dest_channel}.snapshot"
+    current = marker.read_text().strip() if marker.exists() else None
+    if manifest["base"] is not None and manifest["base"] != current:
+        raise BundleError(
+            f"{bundle}: a delta from snapshot {str(manifest['base'])[:16]}, but {config.channel_dir} is at "
+            f"{(current or 'no snapshot')[:16]}; import the missing bundles first, or a full export"
+        )
+    staging = config.state_dir / "bundle-staging"
+    await asyncio.to_thread(shutil.rmtree, staging, True)
+    try:
+        await asyncio.to_thread(unpack_bundle, bundle, staging)
+        channel = (staging / str(manifest["channel"])).resolve()
+        run = MirrorRun(
+            config.model_copy(update={"channels": (channel.as_uri() + "/",)}),
+            LocalDestination(config.channel_dir),
+            reporter,
+        )
+        summary = await run.run()
+    finally:
+        await asyncio.to_thread(shutil.rmtree, staging, True)
+    if summary.exit_code == 0:
+        marker.write_text(str(manifest["snapshot"]) + "\n")
+    return summary

@@ -102,3 +102,24 @@ def test_plan_json_counts_every_filter_step(tmp_path: Path) -> None:
         "dropped by blacklist": 2, "put back by whitelist": 2,
     }  # fmt: skip
     assert not (tmp_path / "mirror").exists()
+
+
+def test_export_verify_import_from_the_command_line(tmp_path: Path) -> None:
+    build_channel(tmp_path / "up")
+    (tmp_path / "low.yaml").write_text("channels: [up]\nmirror_dir: low\nplatforms: noarch\n")
+    (tmp_path / "high.yaml").write_text("channels: [https://example.invalid/unused/]\nmirror_dir: high\n")
+    assert run_cli("run", "low.yaml", "-q", cwd=tmp_path).returncode == 0
+    exported = run_cli("export", "low.yaml", "usb", "--split-size", "100kB", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "keep snapshot-" in exported.stdout
+    verified = run_cli("verify-bundle", "usb", cwd=tmp_path)
+    assert verified.returncode == 0 and "match the manifest" in verified.stdout
+    imported = run_cli("import", "usb", "high.yaml", "-q", cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    assert (tmp_path / "high" / "anaconda" / "noarch" / "repodata.json").read_bytes() == (
+        tmp_path / "low" / "anaconda" / "noarch" / "repodata.json"
+    ).read_bytes()
+    (tmp_path / "usb" / "bundle.tar.001").unlink()
+    broken = run_cli("verify-bundle", "usb", cwd=tmp_path)
+    assert broken.returncode == 1
+    assert broken.stderr.strip().splitlines()[-1] == "mirror-engine: error: usb/bundle.tar.001: volume missing"
