@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # config imports redact() from here
     from mirror_engine.config import MirrorConfig
 
 log = logging.getLogger(__name__)
+_TOKEN = re.compile(r"/t/[^/]+/")
 USER_AGENT = f"mirror_engine/{__version__} (+conda channel mirror)"
 
 
@@ -130,14 +132,15 @@ def client_error(url: str, exc: BaseException) -> MirrorError:
 
 
 def redact(url: str) -> str:
-    """A URL fit for logs and messages: user and password removed."""
+    """A URL fit for logs and messages: user, password and anaconda.org-style `/t/<token>/` removed."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    path = _TOKEN.sub("/t/<token>/", parts.path)
+    if parts.username is None and parts.password is None and path == parts.path:
         return url
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, host, path, parts.query, parts.fragment))
 
 
 def describe_error(exc: BaseException) -> str:
