@@ -26,7 +26,7 @@ from mirror_engine.engine import MirrorRun, import_bundle
 from mirror_engine.errors import ConfigError, MirrorError
 from mirror_engine.explain import Query
 from mirror_engine.progress import LogReporter, NullReporter, Reporter, RichReporter
-from mirror_engine.report import JsonLogFormatter, plan_json, report_json, write_metrics, write_report
+from mirror_engine.report import JsonLogFormatter, plan_json, record_run, report_json, write_metrics, write_report
 from mirror_engine.status import status_report
 from mirror_engine.summary import RunSummary, format_plan, format_summary
 
@@ -229,9 +229,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK
     print(format_summary(summary))
     print(f"mirror: {config.channel_dir}")
+    report = report_json(summary, channel_dir=config.channel_dir, started_at=started_at)
     try:
+        if config.channel_dir.exists():
+            record_run(config.state_dir, config.mirror_dir, report, page=config.html_pages)
         if args.report is not None:
-            write_report(args.report, report_json(summary, channel_dir=config.channel_dir, started_at=started_at))
+            write_report(args.report, report)
         if args.metrics_file is not None:
             write_metrics(args.metrics_file, summary, channel=config.dest_channel, finished_at=time.time())
     except OSError as exc:

@@ -32,6 +32,7 @@ from mirror_engine.explain import Query, explain
 from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, NameSet, judge, subdir_selected
 from mirror_engine.journal import Journal
 from mirror_engine.lock import RunLock
+from mirror_engine.pages import SubdirFacts, channel_page, filters_in_words
 from mirror_engine.plan import Known, SubdirPlan, Upstream, plan_subdir, unchanged_on_disk
 from mirror_engine.pool import run_pool
 from mirror_engine.progress import Reporter
@@ -402,10 +403,13 @@ class MirrorRun:
     async def _write_channel_files(self, reader: ChannelReader, subdirs: list[str]) -> None:
         """channeldata.json for what the mirror holds now, and upstream's notices.json as it is."""
         names_by_subdir: dict[str, set[str]] = {}
+        facts: list[SubdirFacts] = []
         for subdir in subdirs:
             path = self.destination.final_path(subdir, "repodata.json")
             if path is not None and await asyncio.to_thread(path.exists):
-                names_by_subdir[subdir] = await asyncio.to_thread(_record_names, path)
+                names, files, size = await asyncio.to_thread(_index_facts, path)
+                names_by_subdir[subdir] = names
+                facts.append(SubdirFacts(subdir, len(names), files, size))
         upstream: list[dict[str, Any]] = []
         notices: bytes | None = None
         for channel in self.channels:
@@ -421,11 +425,25 @@ class MirrorRun:
         await self.destination.write_index("", "channeldata.json", orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
         if notices is not None:
             await self.destination.write_index("", "notices.json", notices)
+        if self.config.html_pages:
+            where: dict[str, list[str]] = {}
+            for subdir, names in names_by_subdir.items():
+                for name in names:
+                    where.setdefault(name, []).append(subdir)
+            last_success = time.time() if not self.summary.failures else None
+            page = channel_page(self.config.dest_channel, facts, where, filters_in_words(self.config), last_success)
+            await self.destination.write_index("", "index.html", page.encode())
 
     async def _publish_when_settled(self, job: _SubdirJob) -> None:
         await job.settled.wait()
         plan = job.plan
-        published = await publish_subdir(self.destination, plan, job.verified, with_bz2=self.config.write_bz2)
+        published = await publish_subdir(
+            self.destination,
+            plan,
+            job.verified,
+            with_bz2=self.config.write_bz2,
+            page_title=self.config.dest_channel if self.config.html_pages else None,
+        )
         if self.journal is not None:
             complete = len(job.verified) == len(plan.wanted) and not plan.rejected
             await self.journal.published(
@@ -562,14 +580,12 @@ def _published_filenames(repodata_json: Path | None) -> set[str]:
     return {name for section in ("packages", "packages.conda") for name in doc.get(section, {})}
 
 
-def _record_names(repodata_json: Path) -> set[str]:
+def _index_facts(repodata_json: Path) -> tuple[set[str], int, int]:
+    """Names, file count and total size of a published index (ours: every record has a name and size)."""
     doc = orjson.loads(repodata_json.read_bytes())
-    return {
-        record["name"]
-        for section in ("packages", "packages.conda")
-        for record in doc.get(section, {}).values()
-        if isinstance(record, dict) and isinstance(record.get("name"), str)
-    }
+    records = [r for section in ("packages", "packages.conda") for r in doc.get(section, {}).values()]
+    names = {r["name"] for r in records if isinstance(r, dict) and isinstance(r.get("name"), str)}
+    return names, len(records), sum(int(r.get("size") or 0) for r in records if isinstance(r, dict))
 
 
 def _human_bytes(count: int) -> str:

@@ -15,6 +15,7 @@ import orjson
 
 from mirror_engine.channelfiles import filter_sidecar
 from mirror_engine.destinations.base import Destination
+from mirror_engine.pages import subdir_page
 from mirror_engine.plan import SubdirPlan
 from mirror_engine.repodata import Record, Repodata, build_index, compress_zst, encode_index
 from mirror_engine.shards import SHARD_INDEX_FILENAME, SHARDS_DIR, build_shard_index, build_shards, read_shard_index
@@ -36,6 +37,7 @@ async def publish_subdir(
     *,
     now: float | None = None,
     with_bz2: bool = False,
+    page_title: str | None = None,
 ) -> Published:
     """Write the subdir's index for the verified files, then delete stale files and expired shards.
 
@@ -47,6 +49,9 @@ async def publish_subdir(
     for name, docs in plan.sidecars.items():
         await destination.write_index(plan.subdir, name, await asyncio.to_thread(_encode_sidecar, docs, held))
     index_sha256 = await write_index(destination, plan.subdir, plan.upstream, records, plan.retired, with_bz2=with_bz2)
+    if page_title is not None:  # after repodata.json, from the same records
+        page = await asyncio.to_thread(subdir_page, page_title, plan.subdir, records)
+        await destination.write_index(plan.subdir, "index.html", page.encode())
     stale = tuple(plan.stale)
     if stale:
         await destination.delete(plan.subdir, list(stale))

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mirror_engine.pages import runs_page
 from mirror_engine.summary import RunSummary
 
 REPORT_VERSION = 1
@@ -73,6 +74,26 @@ def plan_json(summary: RunSummary, stale: dict[str, int]) -> dict[str, Any]:
         "problems": [{"what": what, "why": why} for what, why in summary.failures],
         "unsatisfied": {dep: sorted(who) for dep, who in sorted(summary.unsatisfied.items())},
     }
+
+
+RUNS_KEPT = 200
+
+
+def record_run(state_dir: Path, mirror_dir: Path, report: dict[str, Any], *, page: bool) -> None:
+    """Keep the report in the run history (`<state_dir>/runs.jsonl`) and redraw `<mirror_dir>/runs.html`."""
+    history = state_dir / "runs.jsonl"
+    lines = history.read_text().splitlines() if history.exists() else []
+    lines = [*lines, json.dumps(report, sort_keys=True)][-RUNS_KEPT:]
+    state_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomically(history, "\n".join(lines) + "\n")
+    if page:
+        runs = []
+        for line in lines:
+            try:
+                runs.append(json.loads(line))
+            except ValueError:  # a line cut by a crash: the others still tell the story
+                continue
+        _write_atomically(mirror_dir / "runs.html", runs_page(runs))
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:

@@ -341,14 +341,20 @@ async def test_hostile_file_names_are_rejected_and_nothing_escapes(tmp_path: Pat
     assert sorted(summary.failures) == sorted((f"{url}noarch/{name}", f"unsafe file name {name!r}") for name in HOSTILE)
     assert names(published(config, "noarch")) == {"ok-1-0.conda"}
     assert server.fetched("/noarch/ok-1-0.conda") and len(server.fetched(".conda")) == 1
-    # Every file the run created is inside the one subdir it mirrored, or its own state, or channeldata.json.
+    # Every file the run created is inside the one subdir it mirrored, its own state, or a channel-root file.
     created = {path for path in tmp_path.rglob("*") if path.is_file()} - before
     outside = {
         path
         for path in created
         if not path.is_relative_to(config.channel_dir / "noarch") and not path.is_relative_to(config.state_dir)
     }
-    assert outside == {config.channel_dir / "channeldata.json"}
+    assert outside == {config.channel_dir / "channeldata.json", config.channel_dir / "index.html"}
     noarch_files = {path.name for path in (config.channel_dir / "noarch").iterdir() if path.is_file()}
-    assert noarch_files == {"ok-1-0.conda", "repodata.json", "repodata.json.zst", "repodata_shards.msgpack.zst"}
+    assert noarch_files == {
+        "ok-1-0.conda",
+        "repodata.json",
+        "repodata.json.zst",
+        "repodata_shards.msgpack.zst",
+        "index.html",
+    }
     assert not Path("/etc/x.conda").exists()
