@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup demo test lint typecheck unit slow bench clean
+.PHONY: help setup demo test lint typecheck browser unit slow bench clean
 
 help:
 	@echo "make demo   set up, build the demo channel and mirror it (config/demo.yaml)"
@@ -32,8 +32,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/python -m pytest -q
+
+# The browser test drives Debian's chromium; it is skipped, saying why, where it cannot be installed.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  ( [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null ) || \
+	  echo "chromium could not be installed: the browser test will be skipped"
 
 slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -141,7 +141,8 @@ class ChannelServer:
             return response
         if self.drip is not None and path.endswith(PACKAGE_SUFFIXES):
             return await self._drip(request, path, data, *self.drip)
-        return web.Response(body=data)
+        content_type = "text/html" if path.endswith(".html") else "application/octet-stream"
+        return web.Response(body=data, content_type=content_type)
 
     async def _drip(self, request: web.Request, path: str, data: bytes, step: int, pause: float) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
