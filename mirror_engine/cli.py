@@ -229,6 +229,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK
     print(format_summary(summary))
     print(f"mirror: {config.channel_dir}")
+    if config.html_pages and (config.channel_dir / "index.html").exists():
+        print(f"pages: {(config.channel_dir / 'index.html').as_uri()}")
     report = report_json(summary, channel_dir=config.channel_dir, started_at=started_at)
     try:
         if config.channel_dir.exists():
