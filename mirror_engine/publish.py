@@ -18,7 +18,7 @@ from mirror_engine.destinations.base import Destination
 from mirror_engine.pages import subdir_page
 from mirror_engine.plan import SubdirPlan
 from mirror_engine.repodata import Record, Repodata, build_index, compress_zst, encode_index
-from mirror_engine.shards import SHARD_INDEX_FILENAME, SHARDS_DIR, build_shard_index, build_shards, read_shard_index
+from mirror_engine.shards import SHARD_INDEX_FILENAME, SHARDS_DIR, build_shard_index, build_shards
 
 SHARD_GRACE_SECONDS = 7 * 86400  # CEP-16: clients holding an older shard index still find its shards
 
@@ -48,14 +48,16 @@ async def publish_subdir(
     held = {record.filename for record in records} | set(plan.retired)
     for name, docs in plan.sidecars.items():
         await destination.write_index(plan.subdir, name, await asyncio.to_thread(_encode_sidecar, docs, held))
-    index_sha256 = await write_index(destination, plan.subdir, plan.upstream, records, plan.retired, with_bz2=with_bz2)
+    index_sha256, shard_files = await write_index(
+        destination, plan.subdir, plan.upstream, records, plan.retired, with_bz2=with_bz2
+    )
     if page_title is not None:  # after repodata.json, from the same records
         page = await asyncio.to_thread(subdir_page, page_title, plan.subdir, records)
         await destination.write_index(plan.subdir, "index.html", page.encode())
     stale = tuple(plan.stale)
     if stale:
         await destination.delete(plan.subdir, list(stale))
-    await collect_old_shards(destination, plan.subdir, now=time.time() if now is None else now)
+    await collect_old_shards(destination, plan.subdir, shard_files, now=time.time() if now is None else now)
     return Published(index_sha256, len(records), stale)
 
 
@@ -71,9 +73,10 @@ async def write_index(
     removed: Iterable[str] = (),
     *,
     with_bz2: bool = False,
-) -> str:
-    """Write every index file of a subdir in the order that keeps clients safe; returns repodata.json's sha256.
+) -> tuple[str, frozenset[str]]:
+    """Write every index file of a subdir in the order that keeps clients safe.
 
+    Returns repodata.json's sha256 and the file names of the shards the new shard index names.
     `with_bz2` adds the deprecated repodata.json.bz2, for clients told not to use zstd."""
     removed = list(removed)
     doc = build_index(subdir, upstream, records, removed)
@@ -89,29 +92,17 @@ async def write_index(
     # .zst before plain .json, as conda's own indexers do; each rename is atomic on its own.
     await destination.write_index(subdir, "repodata.json.zst", zst_bytes)
     await destination.write_index(subdir, "repodata.json", json_bytes)
-    return hashlib.sha256(json_bytes).hexdigest()
+    return hashlib.sha256(json_bytes).hexdigest(), frozenset(shard.filename for shard in shards)
 
 
-async def collect_old_shards(destination: Destination, subdir: str, *, now: float) -> list[str]:
-    """Delete shards that no index has named for longer than the grace period.
+async def collect_old_shards(destination: Destination, subdir: str, named: Collection[str], *, now: float) -> list[str]:
+    """Delete shards that the current index does not name (`named`) and that are older than the grace period.
 
     A shard named by the current index is rewritten only when absent, so its mtime tells when it was
     first published, not when it was last named: only unnamed ones are candidates.
     """
     present = await destination.list_folder(subdir, SHARDS_DIR)
-    if not present:
-        return []
-    named = await _named_shards(destination, subdir)
     expired = sorted(name for name, mtime in present.items() if name not in named and now - mtime > SHARD_GRACE_SECONDS)
     if expired:
         await destination.delete(subdir, [f"{SHARDS_DIR}/{name}" for name in expired])
     return expired
-
-
-async def _named_shards(destination: Destination, subdir: str) -> set[str]:
-    path = destination.final_path(subdir, SHARD_INDEX_FILENAME)
-    if path is None:
-        return set()
-    data = await asyncio.to_thread(path.read_bytes)
-    index = await asyncio.to_thread(read_shard_index, data, str(path))
-    return {f"{bytes(digest).hex()}.msgpack.zst" for digest in index.get("shards", {}).values()}

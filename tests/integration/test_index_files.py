@@ -15,7 +15,7 @@ from mirror_engine.demo import DemoPackage, build_channel
 from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.publish import SHARD_GRACE_SECONDS, collect_old_shards
 from mirror_engine.repodata import Record
-from mirror_engine.shards import build_shard_index, build_shards
+from mirror_engine.shards import build_shard_index, build_shards, read_shard_index
 from tests.channel_server import ChannelServer
 from tests.helpers import make_config, mirror, names, published
 
@@ -61,9 +61,16 @@ async def test_old_shards_are_collected_after_the_grace_period(tmp_path: Path) -
     assert first.exists(), "a superseded shard stays for the grace period"
     destination = LocalDestination(config.channel_dir)
     now = time.time()
-    assert await collect_old_shards(destination, "noarch", now=now) == []
+    index = read_shard_index((config.channel_dir / "noarch" / "repodata_shards.msgpack.zst").read_bytes())
+    named = {f"{bytes(digest).hex()}.msgpack.zst" for digest in index["shards"].values()}
+    assert first.name not in named
+    assert await collect_old_shards(destination, "noarch", named, now=now) == []
     os.utime(first, (now - SHARD_GRACE_SECONDS - 60,) * 2)
-    assert await collect_old_shards(destination, "noarch", now=now) == [first.name]
+    assert await collect_old_shards(destination, "noarch", named, now=now) == [first.name]
+    (current,) = list(shards.iterdir())
+    os.utime(current, (now - 10 * SHARD_GRACE_SECONDS,) * 2)  # old, but named: published long ago, still used
+    assert await collect_old_shards(destination, "noarch", named, now=now) == []
+    assert current.exists()
     assert len(list(shards.iterdir())) == 1
     assert published(config, "noarch")["packages.conda"]["tool-1.0-0.conda"]["depends"] == ["hotfix"]
 
