@@ -21,7 +21,7 @@ from mirror_engine.bandwidth import parse_bytes
 from mirror_engine.bundle import BundleError, Snapshot, export_bundle, unpack_bundle
 from mirror_engine.channel import Channel
 from mirror_engine.config import MirrorConfig, load_config, override_mirror_dir
-from mirror_engine.destinations.local import LocalDestination
+from mirror_engine.destinations import make_destination
 from mirror_engine.engine import MirrorRun, import_bundle
 from mirror_engine.errors import ConfigError, MirrorError
 from mirror_engine.explain import Query
@@ -203,11 +203,11 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         print(_run_async(status_report(config)))
         return EXIT_OK
     if args.command == "explain":
-        explainer = MirrorRun(config, LocalDestination(config.channel_dir), NullReporter())
+        explainer = MirrorRun(config, make_destination(config), NullReporter())
         print("\n".join(_run_async(explainer.explain(Query.parse(args.package)))))
         return EXIT_OK
     if args.command == "plan":
-        planner = MirrorRun(config, LocalDestination(config.channel_dir), NullReporter())
+        planner = MirrorRun(config, make_destination(config), NullReporter())
         summary = _run_async(planner.run(dry_run=True))
         print(
             json.dumps(plan_json(summary, planner.stale), indent=2)
@@ -218,7 +218,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     names = [Channel(url).display for url in config.channel_urls]
     reporter = _reporter(args.progress, names, console, dry_run=args.dry_run)
     started_at = time.time()
-    destination = LocalDestination(config.channel_dir)
+    destination = make_destination(config)
     mirror = MirrorRun(config, destination, reporter, verify=args.verify, use_journal=not args.no_journal)
     try:
         summary = _run_async(_until_signalled(mirror, dry_run=args.dry_run, metrics=args.metrics_file))
@@ -228,12 +228,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         print(format_plan(summary, mirror.stale))
         return EXIT_OK
     print(format_summary(summary))
-    print(f"mirror: {config.channel_dir}")
+    print(f"mirror: {destination.display}")
     if config.html_pages and (config.channel_dir / "index.html").exists():
         print(f"pages: {(config.channel_dir / 'index.html').as_uri()}")
-    report = report_json(summary, channel_dir=config.channel_dir, started_at=started_at)
+    report = report_json(summary, mirror=destination.display, started_at=started_at)
     try:
-        if config.channel_dir.exists():
+        if config.state_dir.exists():
             record_run(config.state_dir, config.mirror_dir, report, page=config.html_pages)
         if args.report is not None:
             write_report(args.report, report)
@@ -250,6 +250,8 @@ def _export(args: argparse.Namespace, config: MirrorConfig) -> int:
     except ValueError as exc:
         raise ConfigError("--split-size", "value", str(exc)) from None
     since = Snapshot.load(args.since) if args.since else None
+    if config.destination is not None:
+        raise BundleError(f"{config.destination.url}: export reads a mirror in a local folder; run it where one is")
     if not config.channel_dir.is_dir():
         raise BundleError(f"{config.channel_dir}: nothing mirrored here to export")
     manifest = export_bundle(config.channel_dir, config.dest_channel, args.out_dir, split, since)

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -80,6 +81,123 @@ def _plain_name(value: str, what: str) -> str:
     return value
 
 
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: object) -> object:
+    """`${VAR}` in a credential is read from the environment, so secrets stay out of the config file."""
+    if not isinstance(value, str):
+        return value
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV_REFERENCE.sub(lookup, value)
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_expand_env)]
+
+
+class DestinationConfig(BaseModel):
+    """`destination:`: a repository server (quetz), an HTTP PUT target, or S3-compatible storage.
+
+    The channel is written under `url` as `<dest_channel>/<subdir>/<file>` (quetz: into the channel
+    `dest_channel`). Credentials may be `${VAR}` references, or come from `credentials_file` (YAML with
+    the same keys); they are never printed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["http", "s3", "quetz"]
+    url: Text
+    ssl_verify: bool | Path = True  # the reference's sites.master.ssl_verify: a bool or a CA bundle
+    # quetz
+    api_key: Secret | None = None
+    # http (PUT): basic or bearer auth
+    username: Text | None = None
+    password: Secret | None = None
+    token: Secret | None = None
+    # s3: absent keys come from the standard AWS environment variables and files
+    endpoint_url: Text | None = None
+    region: Text | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    session_token: Secret | None = None
+    multipart_threshold: Text = "64MB"  # files at least this big are uploaded in parts of this size
+    credentials_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_credentials_file(cls, data: object, info: ValidationInfo) -> object:
+        if not isinstance(data, dict) or data.get("credentials_file") is None:
+            return data
+        path = (_base_dir(info) / Path(str(data["credentials_file"])).expanduser()).resolve()
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise ValueError(f"credentials_file: {path}: cannot read: {reason}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"credentials_file: {path}: must be a mapping such as api_key: ...")
+        unknown = sorted(set(loaded) - set(_CREDENTIAL_KEYS))
+        if unknown:
+            raise ValueError(f"credentials_file: {path}: {unknown[0]!r} is not a credential key")
+        return {**loaded, **data, "credentials_file": path}  # keys written in the config win
+
+    @field_validator("url")
+    @classmethod
+    def _url_shape(cls, value: str, info: ValidationInfo) -> str:
+        kind = info.data.get("kind")
+        scheme = urlsplit(value).scheme
+        if kind == "s3" and (scheme != "s3" or not urlsplit(value).netloc):
+            raise ValueError(f"{redact(value)!r} is not an s3://bucket/prefix URL")
+        if kind in ("http", "quetz") and (scheme not in ("http", "https") or not urlsplit(value).netloc):
+            raise ValueError(f"{redact(value)!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("ssl_verify", mode="before")
+    @classmethod
+    def _ca_bundle(cls, value: object, info: ValidationInfo) -> object:
+        return _tls_setting(value, info)
+
+    @field_validator("multipart_threshold")
+    @classmethod
+    def _part_size(cls, value: str) -> str:
+        if parse_bytes(value, rate=False) < 5 * 1024 * 1024:
+            raise ValueError(f"{value!r} is below S3's smallest part of 5 MiB")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_for_kind(self) -> Self:
+        if self.kind == "quetz" and self.api_key is None:
+            raise ValueError("api_key: required for a quetz destination (an API key of a channel owner)")
+        if self.password is not None and self.username is None:
+            raise ValueError("username: required with password")
+        return self
+
+    @property
+    def multipart_bytes(self) -> int:
+        return parse_bytes(self.multipart_threshold, rate=False)
+
+
+_CREDENTIAL_KEYS = ("api_key", "username", "password", "token", "access_key_id", "secret_access_key", "session_token")
+
+
+def _tls_setting(value: object, info: ValidationInfo) -> object:
+    """`ssl_verify` and friends: yes/no words as bools, any other text a file resolved against the config."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
+        return value.strip().lower() in ("true", "yes")
+    if isinstance(value, str | Path):
+        path = (_base_dir(info) / Path(value).expanduser()).resolve()
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r} is not a file")
+        return path
+    return value
+
+
 class MirrorConfig(BaseModel):
     """Every key the reference tool accepted, plus ours; typos fail loudly."""
 
@@ -109,14 +227,16 @@ class MirrorConfig(BaseModel):
     min_free_space: Text | None = None  # "10GB": stop before the destination's disk gets fuller
     allow_other_hosts: bool = False  # follow a CEP-15 base_url that points at another host
     include_dependencies: bool = False  # add what the selected packages need, so each one installs
-    prune_removed: bool = False
+    prune_removed: bool = False  # delete files upstream moved into `removed` (default: keep them reachable)
     write_bz2: bool = False  # also publish the deprecated repodata.json.bz2
     html_pages: bool = True  # index.html per channel and subdir, runs.html beside them
     # --- conda's words for the network; also read from .condarc (see condarc.py), config wins ---
     ssl_verify: bool | Path = True  # or a CA bundle file, for a private CA
     proxy_servers: dict[str, str] = Field(default_factory=dict)  # {"http": url, "https": url}
     client_ssl_cert: Path | None = None
-    client_ssl_cert_key: Path | None = None  # delete files upstream moved into `removed` (default: keep them reachable)
+    client_ssl_cert_key: Path | None = None
+    # --- where the channel is written; absent: the folder mirror_dir/dest_channel ---
+    destination: DestinationConfig | None = None
 
     @field_validator("dest_channel")
     @classmethod
@@ -147,14 +267,7 @@ class MirrorConfig(BaseModel):
     @field_validator("ssl_verify", "client_ssl_cert", "client_ssl_cert_key", mode="before")
     @classmethod
     def _tls_file(cls, value: object, info: ValidationInfo) -> object:
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
-            return value.strip().lower() in ("true", "yes")
-        if isinstance(value, str | Path):
-            path = (_base_dir(info) / Path(value).expanduser()).resolve()
-            if not path.is_file():
-                raise ValueError(f"{str(path)!r} is not a file")
-            return path
-        return value
+        return _tls_setting(value, info)
 
     @field_validator("proxy_servers")
     @classmethod

@@ -25,8 +25,8 @@ from mirror_engine.channel import Channel, ChannelReader, IndexBytes, parse_inde
 from mirror_engine.channelfiles import SUBDIR_SIDECARS, build_channeldata
 from mirror_engine.closure import Candidate, close_over, universes
 from mirror_engine.config import MirrorConfig
+from mirror_engine.destinations import make_destination
 from mirror_engine.destinations.base import Destination, FileStat
-from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.errors import ConnectionFailed, DestinationError, DiskFull, MirrorError
 from mirror_engine.explain import Query, explain
 from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, NameSet, judge, subdir_selected
@@ -185,9 +185,8 @@ class MirrorRun:
                 found = await asyncio.gather(*(reader.subdirs(channel) for channel in self.channels))
                 subdirs = sorted({subdir for listed in found for subdir in listed})
             for subdir in subdirs:
-                held = await asyncio.to_thread(
-                    _published_filenames, self.destination.final_path(subdir, "repodata.json")
-                )
+                published = await self.destination.read_index(subdir, "repodata.json")
+                held = await asyncio.to_thread(_published_filenames, published)
                 for position, channel in enumerate(self.channels):
                     repodata = await reader.repodata(channel, subdir)
                     for record in repodata.records if repodata else ():
@@ -271,7 +270,8 @@ class MirrorRun:
         inputs = [(self.channels[i].url, index.sha256) for i, index in indexes]
         inputs += [(name, hashlib.sha256(data).hexdigest()) for name, datas in sidecars.items() for data in datas]
         fingerprint = _fingerprint(self.config, inputs)
-        existing = {} if dry_run and not self.config.channel_dir.exists() else await self.destination.listing(subdir)
+        nothing_yet = dry_run and self.config.destination is None and not self.config.channel_dir.exists()
+        existing = {} if nothing_yet else await self.destination.listing(subdir)
         known = await self.journal.known(subdir) if self.journal is not None and not self.verify else {}
         if await self._unchanged(subdir, fingerprint, existing, known):
             return None
@@ -405,9 +405,9 @@ class MirrorRun:
         names_by_subdir: dict[str, set[str]] = {}
         facts: list[SubdirFacts] = []
         for subdir in subdirs:
-            path = self.destination.final_path(subdir, "repodata.json")
-            if path is not None and await asyncio.to_thread(path.exists):
-                names, files, size = await asyncio.to_thread(_index_facts, path)
+            published = await self.destination.read_index(subdir, "repodata.json")
+            if published is not None:
+                names, files, size = await asyncio.to_thread(_index_facts, published)
                 names_by_subdir[subdir] = names
                 facts.append(SubdirFacts(subdir, len(names), files, size))
         upstream: list[dict[str, Any]] = []
@@ -460,8 +460,7 @@ class MirrorRun:
 
     async def _ensure_noarch(self) -> None:
         """conda asks every channel for noarch/repodata.json: an empty one beats a 404."""
-        listing_path = self.destination.final_path(ALWAYS_MIRRORED_SUBDIR, "repodata.json")
-        if listing_path is None or not listing_path.exists():
+        if await self.destination.stat(ALWAYS_MIRRORED_SUBDIR, "repodata.json") is None:
             await write_index(self.destination, ALWAYS_MIRRORED_SUBDIR, (), ())
 
     async def _transfer(self, session: Http, item: TransferItem) -> TransferResult:
@@ -521,10 +520,12 @@ class MirrorRun:
         floor = self.config.min_free_bytes
         if not floor:
             return
-        usage = await asyncio.to_thread(shutil.disk_usage, _existing_ancestor(self.config.channel_dir))
+        # A remote destination stages each download under the state folder before uploading it.
+        disk = self.config.channel_dir if self.config.destination is None else self.config.state_dir
+        usage = await asyncio.to_thread(shutil.disk_usage, _existing_ancestor(disk))
         if usage.free - item.size < floor:
             raise DiskFull(
-                f"{self.config.channel_dir}: {usage.free / 1e9:.2f} GB free; {item.filename} needs "
+                f"{disk}: {usage.free / 1e9:.2f} GB free; {item.filename} needs "
                 f"{item.size / 1e6:.1f} MB and min_free_space keeps {floor / 1e9:.2f} GB"
             )
 
@@ -573,16 +574,16 @@ def _parse_sidecars(subdir: str, sidecars: dict[str, list[bytes]]) -> dict[str, 
     return parsed
 
 
-def _published_filenames(repodata_json: Path | None) -> set[str]:
-    if repodata_json is None or not repodata_json.exists():
+def _published_filenames(repodata_json: bytes | None) -> set[str]:
+    if repodata_json is None:
         return set()
-    doc = orjson.loads(repodata_json.read_bytes())
+    doc = orjson.loads(repodata_json)
     return {name for section in ("packages", "packages.conda") for name in doc.get(section, {})}
 
 
-def _index_facts(repodata_json: Path) -> tuple[set[str], int, int]:
+def _index_facts(repodata_json: bytes) -> tuple[set[str], int, int]:
     """Names, file count and total size of a published index (ours: every record has a name and size)."""
-    doc = orjson.loads(repodata_json.read_bytes())
+    doc = orjson.loads(repodata_json)
     records = [r for section in ("packages", "packages.conda") for r in doc.get(section, {}).values()]
     names = {r["name"] for r in records if isinstance(r, dict) and isinstance(r.get("name"), str)}
     return names, len(records), sum(int(r.get("size") or 0) for r in records if isinstance(r, dict))
@@ -639,7 +640,7 @@ async def import_bundle(config: MirrorConfig, bundle: Path, reporter: Reporter) 
         channel = (staging / str(manifest["channel"])).resolve()
         run = MirrorRun(
             config.model_copy(update={"channels": (channel.as_uri() + "/",)}),
-            LocalDestination(config.channel_dir),
+            make_destination(config),
             reporter,
         )
         summary = await run.run()

@@ -16,7 +16,7 @@ from mirror_engine.summary import RunSummary
 REPORT_VERSION = 1
 
 
-def report_json(summary: RunSummary, *, channel_dir: Path, started_at: float) -> dict[str, Any]:
+def report_json(summary: RunSummary, *, mirror: str, started_at: float) -> dict[str, Any]:
     """Stable keys (documented in docs/operations.md); counts are files unless a key says bytes."""
     rows = [
         {
@@ -32,7 +32,7 @@ def report_json(summary: RunSummary, *, channel_dir: Path, started_at: float) ->
     ]
     return {
         "report_version": REPORT_VERSION,
-        "mirror": str(channel_dir),
+        "mirror": mirror,
         "started_at": started_at,
         "duration_seconds": round((summary.finished or summary.started) - summary.started, 3),
         "exit_code": summary.exit_code,

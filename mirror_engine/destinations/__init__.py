@@ -1,1 +1,16 @@
-"""Where a mirror is written: one interface, one implementation per kind of store."""
+"""Where a channel is written: the local folder by default, or the store `destination:` names."""
+
+from __future__ import annotations
+
+from mirror_engine.config import MirrorConfig
+from mirror_engine.destinations.base import Destination
+from mirror_engine.destinations.local import LocalDestination
+
+
+def make_destination(config: MirrorConfig) -> Destination:
+    """The destination of a config; remote stores stage their downloads under the state folder."""
+    settings = config.destination
+    if settings is None:
+        return LocalDestination(config.channel_dir)
+    staging = config.state_dir / "staging" / config.dest_channel
+    raise NotImplementedError(f"destination kind {settings.kind} ({staging})")

@@ -25,10 +25,13 @@ class Destination(Protocol):
     async def close(self) -> None: ...
 
     async def listing(self, subdir: str) -> dict[str, FileStat]:
-        """Package files present in a subdir."""
+        """Package files present in a subdir. Works before `open` (plan --dry-run calls it alone)."""
         ...
 
-    async def stat(self, subdir: str, filename: str) -> FileStat | None: ...
+    async def stat(self, subdir: str, filename: str) -> FileStat | None:
+        """Size and mtime of any file of a subdir; a remote store that has no mtime gives 0 in both
+        `stat` and `listing`, so the journal's size+mtime check still holds."""
+        ...
 
     def temp_path(self, subdir: str, filename: str) -> Path:
         """A fresh local path a download may stream to before it is verified."""
@@ -44,6 +47,10 @@ class Destination(Protocol):
     async def write_index(self, subdir: str, name: str, data: bytes) -> None:
         """Write one index file atomically: readers see the old bytes or the new, never a mix.
         `name` may name a file in a folder of the subdir (`shards/<sha256>.msgpack.zst`)."""
+
+    async def read_index(self, subdir: str, name: str) -> bytes | None:
+        """The bytes of a published index file (`subdir` "" for the channel root), None if absent."""
+        ...
 
     async def write_absent(self, subdir: str, files: list[tuple[str, bytes]]) -> int:
         """Write the content-addressed files that do not exist yet, durably; returns how many it wrote."""

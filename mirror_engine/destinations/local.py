@@ -82,6 +82,15 @@ class LocalDestination:
     async def write_index(self, subdir: str, name: str, data: bytes) -> None:
         await asyncio.to_thread(self._write_atomically, self.channel_dir / subdir / name, data)
 
+    async def read_index(self, subdir: str, name: str) -> bytes | None:
+        path = self.channel_dir / subdir / name
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise destination_error(path, exc) from None
+
     async def write_absent(self, subdir: str, files: list[tuple[str, bytes]]) -> int:
         """Content-addressed files (shards): write those not there yet, all durable before this returns."""
 

@@ -1,0 +1,84 @@
+"""Remote stores: downloads land in a local staging folder, and commit uploads the verified file."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import secrets
+import shutil
+from pathlib import Path
+
+from mirror_engine.destinations.base import FileStat
+
+log = logging.getLogger(__name__)
+
+
+class StagedDestination(abc.ABC):
+    """The part every remote destination shares: temporary files under `staging_dir`, never in the store.
+
+    A subclass uploads (`upload_file`) and writes index files; nothing unverified ever reaches the store,
+    and a crashed run leaves at most files in the staging folder, which `open` clears.
+    """
+
+    def __init__(self, staging_dir: Path) -> None:
+        self.staging_dir = staging_dir
+
+    @property
+    @abc.abstractmethod
+    def display(self) -> str: ...
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._clear_staging)
+        await self.connect()
+
+    def _clear_staging(self) -> None:
+        if self.staging_dir.exists():
+            log.info("%s: clearing files an interrupted run left", self.staging_dir)
+            shutil.rmtree(self.staging_dir)
+        self.staging_dir.mkdir(parents=True)
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Reach the store (and create the channel where that is needed). Also called lazily by
+        `listing` and `stat`, which `plan` uses without `open`."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    def temp_path(self, subdir: str, filename: str) -> Path:
+        return self.staging_dir / f"{subdir}.{filename}.{secrets.token_hex(4)}.part"
+
+    def final_path(self, subdir: str, filename: str) -> Path | None:
+        return None
+
+    async def commit(self, temp: Path, subdir: str, filename: str) -> None:
+        try:
+            await self.upload_file(temp, subdir, filename)
+        finally:
+            await asyncio.to_thread(temp.unlink, True)
+
+    @abc.abstractmethod
+    async def upload_file(self, source: Path, subdir: str, filename: str) -> None:
+        """Store a verified package; when this returns, readers of the store can fetch it."""
+
+    @abc.abstractmethod
+    async def listing(self, subdir: str) -> dict[str, FileStat]: ...
+
+    @abc.abstractmethod
+    async def stat(self, subdir: str, filename: str) -> FileStat | None: ...
+
+    @abc.abstractmethod
+    async def write_index(self, subdir: str, name: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def read_index(self, subdir: str, name: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def write_absent(self, subdir: str, files: list[tuple[str, bytes]]) -> int: ...
+
+    @abc.abstractmethod
+    async def list_folder(self, subdir: str, folder: str) -> dict[str, float]: ...
+
+    @abc.abstractmethod
+    async def delete(self, subdir: str, filenames: list[str]) -> None: ...
