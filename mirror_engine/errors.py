@@ -11,9 +11,10 @@
     │   ├── BadRepodata              no         1   not JSON, not zstd, wrong shape
     │   └── ChannelNotFound          no         1   no repodata at all for the channel
     │   (a file name that would escape its folder is refused in planning: Record.unusable_because)
-    └── DestinationError                        1   where we write
-        ├── DiskFull                 no         1
-        └── DestinationBusy          no         2   another run holds the lock
+    ├── DestinationError                        1   where we write
+    │   ├── DiskFull                 no         1
+    │   └── DestinationBusy          no         2   another run holds the lock
+    └── WorkerCrashed                no         1   a transfer process died: the run stops
 
 `str(exc)` is what the user reads: subject first (a config key, a URL, a path), then what is wrong.
 """
@@ -90,6 +91,10 @@ class DestinationBusy(DestinationError):
     """Another run holds the destination: a usage problem, not a failed mirror."""
 
     exit_code = 2
+
+
+class WorkerCrashed(MirrorError):
+    """A transfer worker process ended without being asked to; nothing it held was reported done."""
 
 
 def destination_error(path: Path, exc: OSError) -> DestinationError:
