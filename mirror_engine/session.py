@@ -56,14 +56,15 @@ class Http:
 
     def _login(self, url: str, options: dict[str, Any]) -> dict[str, Any]:
         """~/.netrc credentials for the host, as conda (through requests) sends them."""
-        if self._logins is None or "auth" in options:
+        if self._logins is None or "Authorization" in options.get("headers", {}):
             return options
         host = urlsplit(url).hostname or ""
         found = self._logins.authenticators(host)
         if found is None or urlsplit(url).username is not None:
             return options
         login, _, password = found
-        return {**options, "auth": aiohttp.BasicAuth(login or "", password or "")}
+        header = {"Authorization": aiohttp.encode_basic_auth(login or "", password or "")}
+        return {**options, "headers": {**options.get("headers", {}), **header}}
 
     def _proxy(self, url: str, options: dict[str, Any]) -> dict[str, Any]:
         """The request's options with the proxy for its scheme, unless NO_PROXY names the host."""

@@ -33,5 +33,6 @@ async def test_netrc_logins_are_sent_to_their_host_only(tmp_path, monkeypatch) -
     async with open_session(parse_config({}, tmp_path / "c.yaml")) as http:
         for_corp = http._login("https://repo.corp.example/pkgs/main/noarch/x.conda", {})
         elsewhere = http._login("https://repo.anaconda.com/pkgs/main/noarch/x.conda", {})
-    assert for_corp == {"auth": aiohttp.BasicAuth("mirror", "n3trcPass")}
-    assert elsewhere == {}
+        in_the_url = http._login("https://other:pw@repo.corp.example/pkgs/main/noarch/x.conda", {})
+    assert for_corp == {"headers": {"Authorization": aiohttp.encode_basic_auth("mirror", "n3trcPass")}}
+    assert elsewhere == {} and in_the_url == {}
