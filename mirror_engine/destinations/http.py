@@ -74,6 +74,7 @@ class HttpPutDestination(StagedDestination):
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
         )
+        self._file_timeout = config.file_timeout
         self._policy = RetryPolicy(config.retries, config.retry_backoff, config.retry_backoff_max)
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -124,7 +125,7 @@ class HttpPutDestination(StagedDestination):
 
     def _url(self, subdir: str, name: str) -> str:
         path = f"{subdir}/{name}" if subdir else name
-        return f"{self._base}/{quote(path)}"  # '+' and '!' in package names reach the server escaped
+        return f"{self._base}/{quote(path)}"  # a '+' in a name must not reach S3-like servers as a space
 
     async def _request(
         self,
@@ -136,13 +137,14 @@ class HttpPutDestination(StagedDestination):
         headers: dict[str, str] | None = None,
         read: bool = False,
     ) -> _Reply:
-        """One request; a status outside `ok` (and 404 where `ok` allows it) becomes our error."""
+        """One request; a status outside `ok` becomes our error, as do aiohttp's exceptions."""
         shown = redact(url)
         try:
             async with (
                 self._session_scope() as session,
                 session.request(method, url, data=data, headers=headers, ssl=self._tls_setting()) as response,
             ):
+                log.debug("%s %s: HTTP %d", method, shown, response.status)
                 if response.status not in ok:
                     raise _status_error(shown, method, response.status, response.reason or "")
                 body = await response.read() if read else b""
@@ -163,17 +165,24 @@ class HttpPutDestination(StagedDestination):
         except _Transient as error:
             raise DestinationError(f"{error} (gave up after {self._policy.retries + 1} attempts)") from None
 
-    async def _put(self, url: str, size: int, body: Callable[[], Awaitable[bytes | BinaryIO]]) -> None:
+    async def _put(self, url: str, size: int, body: Callable[[], bytes | BinaryIO]) -> None:
         """PUT a body of `size` bytes, then HEAD it: a server that stored fewer bytes must not pass."""
 
         async def attempt() -> None:
-            data = await body()
+            # Opened here, not in a thread: a cancel between a threaded open and this `try` would leak the file.
+            data = body()
+            headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
             try:
-                headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
-                await self._request("PUT", url, STORED, data=data, headers=headers)
+                # read_timeout does not cover sending: a server that stops reading would hold us forever
+                async with asyncio.timeout(self._file_timeout):
+                    await self._request("PUT", url, STORED, data=data, headers=headers)
+            except TimeoutError:
+                raise _Transient(
+                    f"{redact(url)}: upload not done within file_timeout ({self._file_timeout:g}s)"
+                ) from None
             finally:
                 if not isinstance(data, bytes):  # aiohttp leaves a file open; every attempt opens its own
-                    await asyncio.to_thread(data.close)
+                    data.close()
             stored = await self._request("HEAD", url, {200})
             if stored.length != size:
                 raise _Transient(f"{redact(url)}: the server holds {stored.length} bytes after the upload, not {size}")
@@ -185,18 +194,15 @@ class HttpPutDestination(StagedDestination):
     async def upload_file(self, source: Path, subdir: str, filename: str) -> None:
         size = (await asyncio.to_thread(source.stat)).st_size
 
-        async def open_file() -> BinaryIO:
-            return await asyncio.to_thread(source.open, "rb")  # aiohttp streams it, a block at a time
+        def open_file() -> BinaryIO:
+            return source.open("rb")  # aiohttp streams it, a block at a time, reading in a thread
 
         await self._put(self._url(subdir, filename), size, open_file)
 
     async def write_index(self, subdir: str, name: str, data: bytes) -> None:
         """One PUT: DAV servers write the body to a temporary file and rename it, so readers never see a mix."""
 
-        async def as_bytes() -> bytes:
-            return data
-
-        await self._put(self._url(subdir, name), len(data), as_bytes)
+        await self._put(self._url(subdir, name), len(data), lambda: data)
 
     async def read_index(self, subdir: str, name: str) -> bytes | None:
         reply = await self._retrying(lambda: self._request("GET", self._url(subdir, name), {200, 404}, read=True))
@@ -269,12 +275,15 @@ def _auth_header(settings: DestinationConfig, url_user: str | None, url_password
     """Bearer with `token`, basic with `username`/`password` (or the URL's), none otherwise."""
     if settings.token is not None:
         return {"Authorization": f"Bearer {settings.token.get_secret_value()}"}
+    user, password = url_user, url_password
     if settings.username is not None:
+        user = settings.username
         password = settings.password.get_secret_value() if settings.password is not None else ""
-        return {"Authorization": aiohttp.BasicAuth(settings.username, password).encode()}
-    if url_user is not None:
-        return {"Authorization": aiohttp.BasicAuth(url_user, url_password or "").encode()}
-    return {}
+    if user is None:
+        return {}
+    if ":" in user:  # basic auth joins user and password with ':'; the server would split them elsewhere
+        raise ConfigError("config", "destination.username", "a ':' cannot be sent in a basic-auth user name")
+    return {"Authorization": aiohttp.encode_basic_auth(user, password or "")}
 
 
 def _tls_context(ssl_verify: bool | Path) -> ssl.SSLContext | bool:
