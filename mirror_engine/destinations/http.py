@@ -201,7 +201,6 @@ class HttpPutDestination(StagedDestination):
 
     async def write_index(self, subdir: str, name: str, data: bytes) -> None:
         """One PUT: DAV servers write the body to a temporary file and rename it, so readers never see a mix."""
-
         await self._put(self._url(subdir, name), len(data), lambda: data)
 
     async def read_index(self, subdir: str, name: str) -> bytes | None:

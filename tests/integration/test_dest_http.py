@@ -40,10 +40,9 @@ AUTH = {"Authorization": aiohttp.encode_basic_auth(USER, PASSWORD)}
 INDEX_FILES = ("repodata.json", "repodata.json.zst", "repodata_shards.msgpack.zst")
 
 
-@pytest.fixture(autouse=True)
-def needs_nginx() -> None:
-    if nginx_binary() is None:
-        pytest.skip("nginx is not installed (apt-get install nginx; `make test` installs it when run as root)")
+needs_nginx = pytest.mark.skipif(
+    nginx_binary() is None, reason="nginx is not installed (apt-get install nginx; `make test` installs it as root)"
+)
 
 
 @pytest.fixture
@@ -113,6 +112,7 @@ def package_files(folder: Path) -> dict[str, str]:
     }
 
 
+@needs_nginx
 async def test_mirror_into_nginx_holds_what_a_local_mirror_holds(tmp_path: Path, dav: DavServer, upstream: Any) -> None:
     root, docs = upstream
     async with ChannelServer(root) as server:
@@ -138,6 +138,7 @@ async def test_mirror_into_nginx_holds_what_a_local_mirror_holds(tmp_path: Path,
     assert config.channel_dir.exists() is False, "a remote destination writes no channel folder locally"
 
 
+@needs_nginx
 async def test_second_run_uploads_nothing_and_an_upstream_removal_is_deleted_after_the_new_index(
     tmp_path: Path, dav: DavServer, upstream: Any
 ) -> None:
@@ -170,6 +171,7 @@ async def test_second_run_uploads_nothing_and_an_upstream_removal_is_deleted_aft
     assert not any(name.startswith("zlib") for name in names(published(copy, "linux-64")))
 
 
+@needs_nginx
 @pytest.mark.parametrize("where", ["password key", "url"])
 async def test_wrong_password_is_one_error_naming_the_url_and_401_and_never_the_password(
     tmp_path: Path, dav: DavServer, upstream: Any, caplog: pytest.LogCaptureFixture, where: str
@@ -194,6 +196,7 @@ async def test_wrong_password_is_one_error_naming_the_url_and_401_and_never_the_
     assert [r for r in dav.requests() if r[0] == "PUT"] == []
 
 
+@needs_nginx
 async def test_cli_run_with_password_from_the_environment(
     tmp_path: Path, dav: DavServer, upstream: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -224,6 +227,7 @@ async def test_cli_run_with_password_from_the_environment(
     assert names(assert_index_sound(copy, "noarch", docs["noarch"])) == names(docs["noarch"])
 
 
+@needs_nginx
 async def test_tls_needs_the_ca_in_destination_ssl_verify(tmp_path: Path, upstream: Any) -> None:
     root, docs = upstream
     ca = trustme.CA()
@@ -248,6 +252,7 @@ async def test_tls_needs_the_ca_in_destination_ssl_verify(tmp_path: Path, upstre
     assert names(assert_index_sound(copy, "noarch", docs["noarch"])) == names(docs["noarch"])
 
 
+@needs_nginx
 async def test_a_refused_body_stops_the_run_and_no_index_names_an_unverified_file(
     tmp_path: Path, upstream: Any
 ) -> None:
@@ -275,6 +280,7 @@ async def test_a_refused_body_stops_the_run_and_no_index_names_an_unverified_fil
         assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
 
 
+@needs_nginx
 async def test_upload_streams_from_disk(tmp_path: Path, dav: DavServer) -> None:
     config = http_config(tmp_path, dav.url, [str(tmp_path)])
     destination = HttpPutDestination(config, tmp_path / "staging")
