@@ -13,7 +13,8 @@
     │   (a file name that would escape its folder is refused in planning: Record.unusable_because)
     ├── DestinationError                        1   where we write
     │   ├── DiskFull                 no         1
-    │   └── DestinationBusy          no         2   another run holds the lock
+    │   ├── DestinationBusy          no         2   another run holds the lock
+    │   └── UploadRefused            no         1   the store said no: credentials, size limit, no PUT
     └── WorkerCrashed                no         1   a transfer process died: the run stops
 
 `str(exc)` is what the user reads: subject first (a config key, a URL, a path), then what is wrong.
@@ -91,6 +92,10 @@ class DestinationBusy(DestinationError):
     """Another run holds the destination: a usage problem, not a failed mirror."""
 
     exit_code = 2
+
+
+class UploadRefused(DestinationError):
+    """The store refused a request (401/403 credentials, 413 size limit, 405 no PUT): retrying cannot help."""
 
 
 class WorkerCrashed(MirrorError):
