@@ -122,17 +122,24 @@ class WorkerPool:
 
     @classmethod
     async def start(cls, config: MirrorConfig, count: int) -> WorkerPool:
-        workers = []
+        workers: list[_Worker] = []
         for number in range(count):
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "mirror_engine.workers",
-                env=_child_environment(),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                limit=1 << 20,
-            )
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "mirror_engine.workers",
+                    env=_child_environment(),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    limit=1 << 20,
+                )
+            except OSError as exc:
+                await cls(workers).close()
+                raise WorkerCrashed(
+                    f"cannot start transfer worker {number} ({exc.strerror or exc}); "
+                    "set processes: 1 to download in one process"
+                ) from None
             worker = _Worker(number, process)
             worker.send(config)
             worker.reader_task = asyncio.create_task(worker.read_answers())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 from pathlib import Path
@@ -95,3 +96,26 @@ async def test_kill_9_ten_times_then_resume(tmp_path: Path) -> None:
 @pytest.mark.parametrize("seed", range(3))
 async def test_kill_9_many_times_then_resume(tmp_path: Path, seed: int) -> None:
     await _kill_and_resume(tmp_path, kills=40, seed=seed)
+
+
+async def test_a_killed_transfer_worker_stops_the_run_in_one_line_and_the_next_run_finishes(tmp_path: Path) -> None:
+    docs = build_channel(tmp_path / "upstream")
+    async with ChannelServer(tmp_path / "upstream", drip=(16 * 1024, 0.05)) as server:
+        (tmp_path / "c.yaml").write_text(f"channels: [{server.url}]\nprocesses: 2\n")
+        process = await start_cli("run", "c.yaml", "-q", cwd=tmp_path)
+        await wait_for(lambda: len(_children(process.pid)) == 2 and bool(server.served))
+        victim = _children(process.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 1, stderr
+        lines = [line for line in stderr.decode().splitlines() if line.strip()]
+        assert lines[-1].startswith("mirror-engine: error: transfer worker ") and "exited" in lines[-1], lines
+        assert "Traceback" not in stderr.decode()
+        _check_published(tmp_path, docs)
+        server.drip = None
+        again = await start_cli("run", "c.yaml", "-q", cwd=tmp_path)
+        _, stderr = await asyncio.wait_for(again.communicate(), 60)
+        assert again.returncode == 0, stderr
+    config = make_config(tmp_path, channels=[str(tmp_path / "upstream")])
+    for subdir, doc in docs.items():
+        assert names(assert_index_sound(config, subdir, doc)) == names(doc)
