@@ -11,9 +11,11 @@
     │   ├── BadRepodata              no         1   not JSON, not zstd, wrong shape
     │   └── ChannelNotFound          no         1   no repodata at all for the channel
     │   (a file name that would escape its folder is refused in planning: Record.unusable_because)
-    └── DestinationError                        1   where we write
+    └── DestinationError                        1   where we write; stops the run (unless per_file)
         ├── DiskFull                 no         1
-        └── DestinationBusy          no         2   another run holds the lock
+        ├── DestinationBusy          no         2   another run holds the lock
+        ├── UploadRefused            no         1   the store refused our credentials (401/403)
+        └── PackageRejected          no         1   per_file: the store refused one file; the run goes on
 
 `str(exc)` is what the user reads: subject first (a config key, a URL, a path), then what is wrong.
 """
@@ -79,7 +81,9 @@ class ChannelNotFound(UpstreamError):
 
 
 class DestinationError(MirrorError):
-    pass
+    # Most destination failures hit every file alike (disk full, server unreachable), so the run stops;
+    # a per-file one fails only its file, as an upstream error would.
+    per_file: ClassVar[bool] = False
 
 
 class DiskFull(DestinationError):
@@ -90,6 +94,16 @@ class DestinationBusy(DestinationError):
     """Another run holds the destination: a usage problem, not a failed mirror."""
 
     exit_code = 2
+
+
+class UploadRefused(DestinationError):
+    """The store refused our credentials: every upload would fail the same way."""
+
+
+class PackageRejected(DestinationError):
+    """The store would not take one file (other bytes already under its name, a package it cannot read)."""
+
+    per_file = True
 
 
 def destination_error(path: Path, exc: OSError) -> DestinationError:
