@@ -170,7 +170,7 @@ class QuetzDestination(StagedDestination):
     def _refused(self, status: int, action: str) -> UploadRefused:
         if status == 401:
             return UploadRefused(
-                f"{redact(self._server)}: quetz did not accept the API key (HTTP 401) to {action}; "
+                f"{redact(self._server)}: quetz refused the API key (HTTP 401, asked to {action}); "
                 "check destination.api_key"
             )
         return UploadRefused(
@@ -183,7 +183,9 @@ class QuetzDestination(StagedDestination):
     async def connect(self) -> None:
         """Create the channel if it is not there, and make sure the server takes our key, before any download."""
         channel_url = f"{self._server}/api/channels/{quote(self._channel, safe='')}"
-        status = await self._retrying(functools.partial(self._status, "GET", channel_url, "read the channel"))
+        status = await self._retrying(
+            functools.partial(self._status, "GET", channel_url, f"read channel {self._channel}")
+        )
         if status == 404:
             await self._create_channel()
         elif status == 200:

@@ -114,6 +114,8 @@ async def test_channel_is_created_and_serves_upstream_bytes_like_a_local_mirror(
         assert (await mirror(local)).exit_code == 0
     assert summary.exit_code == 0, summary.failures
     assert sorted(summary.published) == ["linux-64", "noarch"]
+    # Not one look at quetz's index per uploaded file (16 in linux-64): that would be quadratic in a big subdir.
+    assert len(quetz.requests("GET", f"/get/{channel_name}/linux-64/repodata.json")) <= 6
     assert (await http("GET", f"{quetz.url}/api/channels/{channel_name}"))[0] == 200
     in_quetz: dict[tuple[str, str], str | None] = {}
     in_folder: dict[tuple[str, str], str] = {}
