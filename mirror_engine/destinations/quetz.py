@@ -39,7 +39,7 @@ from yarl import URL
 from mirror_engine.config import DestinationConfig, MirrorConfig
 from mirror_engine.destinations.base import FileStat
 from mirror_engine.destinations.staged import StagedDestination
-from mirror_engine.errors import ConfigError, DestinationError, PackageRejected, UploadRefused
+from mirror_engine.errors import ConfigError, DestinationError, PackageRejected, TlsError, UploadRefused
 from mirror_engine.repodata import is_package_filename
 from mirror_engine.retry import RetryPolicy, with_retries
 from mirror_engine.session import USER_AGENT, client_error, redact
@@ -140,6 +140,8 @@ class QuetzDestination(StagedDestination):
             error = client_error(redact(url), exc)
             if error.retryable:
                 raise _Transient(str(error), DestinationError) from None
+            if isinstance(error, TlsError):  # worded for upstream's ssl_verify; the destination has its own
+                raise DestinationError(str(error).replace("ssl_verify", "destination.ssl_verify")) from None
             raise DestinationError(str(error)) from None
 
     @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import re
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -287,6 +289,7 @@ class FaultyProxy:
     target: str
     faults: dict[str, list[str]] = field(default_factory=dict)
     seen: list[tuple[str, str]] = field(default_factory=list)
+    tls: ssl.SSLContext | None = None  # serve https:// with this context
     server: TestServer | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -316,7 +319,7 @@ class FaultyProxy:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self.server = TestServer(app, host="127.0.0.1")
-        await self.server.start_server()
+        await self.server.start_server(ssl=self.tls)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -344,6 +347,34 @@ async def test_refused_hashes_and_server_errors_are_retried_then_reported_per_fi
     sha256 = docs["noarch"]["packages.conda"][TZDATA]["sha256"]
     assert await served_sha256(quetz, channel_name, "noarch", TZDATA) == sha256
     assert names(await server_index(quetz, channel_name, "noarch")) == names(docs["noarch"]) - {urllib3}
+
+
+async def test_a_quetz_behind_a_private_ca_needs_ssl_verify_to_name_it(
+    tmp_path: Path, quetz: QuetzServer, api_key: str, channel_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    docs = build_channel(tmp_path / "upstream", NOARCH)
+    ca = trustme.CA()
+    bundle = tmp_path / "private-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(tls)
+    async with ChannelServer(tmp_path / "upstream") as upstream, FaultyProxy(quetz.url, tls=tls) as front:
+        assert front.url.startswith("https://127.0.0.1:")
+
+        def config(run: str, **destination: object) -> MirrorConfig:
+            keys = {"url": front.url, **destination}
+            return quetz_config(tmp_path / run, quetz, channel_name, channels=[upstream.url], destination=keys)
+
+        with pytest.raises(DestinationError) as untrusted:
+            await mirror_to_quetz(config("system-cas"))
+        trusted = await mirror_to_quetz(config("private-ca", ssl_verify=str(bundle)))
+        unchecked = await mirror_to_quetz(config("unchecked", ssl_verify=False))
+    message = str(untrusted.value)
+    assert "TLS certificate of 127.0.0.1 is not trusted" in message and "destination.ssl_verify" in message
+    assert trusted.exit_code == 0 and unchecked.exit_code == 0, (trusted.failures, unchecked.failures)
+    assert "the server's TLS certificate is not checked" in caplog.text
+    sha256 = docs["noarch"]["packages.conda"][TZDATA]["sha256"]
+    assert await served_sha256(quetz, channel_name, "noarch", TZDATA) == sha256
 
 
 async def test_deselected_packages_are_deleted_from_the_channel(
