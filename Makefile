@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 QUETZ_VENV := build/quetz-venv
 QUETZ_STAMP := $(QUETZ_VENV)/.stamp
 
-.PHONY: help setup quetz demo test lint typecheck browser unit slow bench clean
+.PHONY: help setup quetz demo test lint typecheck browser servers unit slow bench clean
 
 help:
 	@echo "make demo   set up, build the demo channel and mirror it (config/demo.yaml)"
@@ -43,7 +43,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck browser quetz
+test: lint typecheck browser servers quetz
 	$(BIN)/python -m pytest -q
 
 # The browser test drives Debian's chromium; it is skipped, saying why, where it cannot be installed.
@@ -51,6 +51,12 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  ( [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null ) || \
 	  echo "chromium could not be installed: the browser test will be skipped"
+
+# The HTTP PUT destination's tests run Debian's nginx (its DAV module) on 127.0.0.1; skipped, saying why, without it.
+servers:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || \
+	  ( [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq nginx >/dev/null ) || \
+	  echo "nginx could not be installed: the HTTP PUT destination tests will be skipped"
 
 slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -217,6 +217,7 @@ class MirrorConfig(BaseModel):
 
     # --- our keys ---
     concurrency: int = Field(16, ge=1, le=512, strict=True)
+    processes: int | None = Field(None, ge=1, le=64, strict=True)  # transfer processes; default: one per core
     retries: int = Field(5, ge=0, le=100, strict=True)
     retry_backoff: Seconds = Field(1.0, ge=0, le=600)
     retry_backoff_max: Seconds = Field(60.0, ge=0, le=3600)
@@ -361,6 +362,11 @@ class MirrorConfig(BaseModel):
     @property
     def channel_dir(self) -> Path:
         return self.mirror_dir / self.dest_channel
+
+    @property
+    def worker_processes(self) -> int:
+        """Processes that download (1: in this process); by default one per core, at most 8."""
+        return self.processes if self.processes is not None else max(1, min(os.cpu_count() or 1, 8))
 
     @property
     def max_bandwidth_bytes(self) -> int:

@@ -11,7 +11,7 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from mirror_engine.closure import Candidate, close_over, universes
 from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations import make_destination
 from mirror_engine.destinations.base import Destination, FileStat
-from mirror_engine.errors import ConnectionFailed, DestinationError, DiskFull, MirrorError
+from mirror_engine.errors import ConnectionFailed, DestinationError, DiskFull, MirrorError, WorkerCrashed
 from mirror_engine.explain import Query, explain
 from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, NameSet, judge, subdir_selected
 from mirror_engine.journal import Journal
@@ -42,8 +42,10 @@ from mirror_engine.retry import RetryPolicy, with_retries
 from mirror_engine.session import Http, open_session, redact
 from mirror_engine.summary import RunSummary, plan_counts
 from mirror_engine.transfer import Outcome, TransferItem, TransferResult, download, file_matches
+from mirror_engine.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+Fetch = Callable[[TransferItem, Path, Callable[[int], None]], Awaitable[None]]  # download into a temp path
 
 
 def rules_from_config(config: MirrorConfig) -> FilterRules:
@@ -376,9 +378,26 @@ class MirrorRun:
         return True
 
     async def _mirror(self, session: Http, reader: ChannelReader, subdirs: list[str]) -> None:
+        processes = self.config.worker_processes
+        pool = await WorkerPool.start(self.config, processes) if processes > 1 else None
+        try:
+            await self._mirror_with(session, reader, subdirs, pool)
+        finally:
+            if pool is not None:
+                await asyncio.shield(pool.close())
+
+    async def _mirror_with(
+        self, session: Http, reader: ChannelReader, subdirs: list[str], pool: WorkerPool | None
+    ) -> None:
+        async def fetch(item: TransferItem, temp: Path, on_bytes: Callable[[int], None]) -> None:
+            if pool is not None:
+                await pool.download(item, temp, on_bytes)
+            else:
+                await download(session, item, temp, on_bytes, self.throttle)
+
         async def handle(work_item: tuple[TransferItem, _SubdirJob]) -> None:
             item, job = work_item
-            result = await self._transfer(session, item)
+            result = await self._transfer(fetch, item)
             self.summary.add_result(result, self.clock())
             self.reporter.finished_file(result)
             job.settle(result)
@@ -467,7 +486,7 @@ class MirrorRun:
         if await self.destination.stat(ALWAYS_MIRRORED_SUBDIR, "repodata.json") is None:
             await write_index(self.destination, ALWAYS_MIRRORED_SUBDIR, (), ())
 
-    async def _transfer(self, session: Http, item: TransferItem) -> TransferResult:
+    async def _transfer(self, fetch: Fetch, item: TransferItem) -> TransferResult:
         final = self.destination.final_path(item.subdir, item.filename)
         if item.check_existing and final is not None and await asyncio.to_thread(file_matches, final, item):
             await self._journal_verified(item)
@@ -487,7 +506,7 @@ class MirrorRun:
                 await self._ensure_free_space(item)
                 temp = self.destination.temp_path(item.subdir, item.filename)
                 async with asyncio.timeout(self.config.file_timeout):
-                    await download(session, item, temp, count, self.throttle)
+                    await fetch(item, temp, count)
                 await self.destination.commit(temp, item.subdir, item.filename)
             except TimeoutError:
                 self.reporter.advanced(item.channel, -received)
@@ -509,6 +528,8 @@ class MirrorRun:
         except DiskFull as error:
             left = sum(row.to_fetch_bytes for row in self.summary.rows.values()) - self.summary.downloaded_bytes
             raise DiskFull(f"{error}; about {_human_bytes(left)} more is needed to finish this run") from None
+        except WorkerCrashed:
+            raise  # broken for every file, not just this one: stop the run
         except MirrorError as error:
             if isinstance(error, DestinationError) and not error.per_file:
                 raise  # the destination is broken for every file: stop the run

@@ -11,11 +11,12 @@
     │   ├── BadRepodata              no         1   not JSON, not zstd, wrong shape
     │   └── ChannelNotFound          no         1   no repodata at all for the channel
     │   (a file name that would escape its folder is refused in planning: Record.unusable_because)
-    └── DestinationError                        1   where we write; stops the run (unless per_file)
-        ├── DiskFull                 no         1
-        ├── DestinationBusy          no         2   another run holds the lock
-        ├── UploadRefused            no         1   the store refused our credentials (401/403)
-        └── PackageRejected          no         1   per_file: the store refused one file; the run goes on
+    ├── DestinationError                        1   where we write; stops the run (unless per_file)
+    │   ├── DiskFull                 no         1
+    │   ├── DestinationBusy          no         2   another run holds the lock
+    │   ├── UploadRefused            no         1   the store said no: credentials, size limit, no PUT
+    │   └── PackageRejected          no         1   per_file: the store refused one file; the run goes on
+    └── WorkerCrashed                no         1   a transfer process died: the run stops
 
 `str(exc)` is what the user reads: subject first (a config key, a URL, a path), then what is wrong.
 """
@@ -97,13 +98,17 @@ class DestinationBusy(DestinationError):
 
 
 class UploadRefused(DestinationError):
-    """The store refused our credentials: every upload would fail the same way."""
+    """The store refused a request (401/403 credentials, 413 size limit, 405 no PUT): retrying cannot help."""
 
 
 class PackageRejected(DestinationError):
     """The store would not take one file (other bytes already under its name, a package it cannot read)."""
 
     per_file = True
+
+
+class WorkerCrashed(MirrorError):
+    """A transfer worker process ended without being asked to; nothing it held was reported done."""
 
 
 def destination_error(path: Path, exc: OSError) -> DestinationError:

@@ -6,10 +6,10 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from mirror_engine.destinations.base import FileStat
 from mirror_engine.filters import FilterRules, Verdict, judge
+from mirror_engine.gcpause import without_gc
 from mirror_engine.repodata import Record, Repodata
 from mirror_engine.transfer import TransferItem
 
@@ -87,6 +87,7 @@ class SubdirPlan:
         return sorted(name for name in self.existing if name not in self.wanted and name not in keep)
 
 
+@without_gc
 def plan_subdir(
     subdir: str,
     upstreams: Sequence[Upstream],
@@ -154,6 +155,12 @@ def plan_subdir(
     )
 
 
+def _quoted(filename: str) -> str:
+    """The name as a URL path segment ('+' must reach S3-like servers as %2B). Usable names hold only
+    letters, digits and `_.+!-` (Record.unusable_because), so two replacements do what quote() does."""
+    return filename.replace("+", "%2B").replace("!", "%21")
+
+
 def _same_file(a: Record, b: Record) -> bool:
     """Whether two records describe the same bytes, by the strongest hash both carry."""
     if a.sha256 is not None and b.sha256 is not None:
@@ -175,7 +182,7 @@ def _transfer(subdir: str, upstream: Upstream, record: Record, on_disk: FileStat
     size = record.size or 0
     sha256 = record.sha256
     return TransferItem(
-        url=upstream.package_base + quote(record.filename),  # '+' must reach S3-like servers as %2B
+        url=upstream.package_base + _quoted(record.filename),
         subdir=subdir,
         filename=record.filename,
         size=size,

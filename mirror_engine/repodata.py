@@ -11,6 +11,7 @@ import orjson
 import zstandard
 
 from mirror_engine.errors import BadRepodata
+from mirror_engine.gcpause import without_gc
 
 SECTIONS = ("packages", "packages.conda")
 _SAFE_FILENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*\.(tar\.bz2|conda)$")
@@ -109,6 +110,7 @@ def decompress_zst(data: bytes, source: str) -> bytes:
     return data
 
 
+@without_gc
 def parse_repodata(data: bytes, source: str) -> Repodata:
     """Parse repodata.json bytes; any shape we cannot trust is a BadRepodata naming the source and key."""
     try:
@@ -136,6 +138,7 @@ def parse_repodata(data: bytes, source: str) -> Repodata:
     return Repodata(info=info, records=tuple(records), removed=tuple(removed), extra=extra)
 
 
+@without_gc
 def build_index(
     subdir: str, upstream: Iterable[Repodata], records: Iterable[Record], removed: Iterable[str] | None = None
 ) -> JsonObject:
@@ -167,4 +170,5 @@ def encode_index(doc: Mapping[str, Any]) -> bytes:
 
 
 def compress_zst(data: bytes) -> bytes:
-    return zstandard.ZstdCompressor(level=10, threads=-1).compress(data)
+    # Level 3: on a 300 MB index, level 10 took 10x as long for a file 6 % smaller, and 19 takes minutes.
+    return zstandard.ZstdCompressor(level=3, threads=-1).compress(data)

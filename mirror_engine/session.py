@@ -4,9 +4,11 @@ exceptions become ours here, in `client_error`, and nowhere else."""
 from __future__ import annotations
 
 import logging
+import netrc
 import os
 import re
 import ssl
+import urllib.request
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -33,24 +35,42 @@ USER_AGENT = f"mirror_engine/{__version__} (+conda channel mirror)"
 class Http:
     """The run's aiohttp session with conda's `ssl_verify` and `proxy_servers` applied to every request."""
 
-    def __init__(self, session: aiohttp.ClientSession, tls: ssl.SSLContext | bool, proxies: dict[str, str]) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        tls: ssl.SSLContext | bool,
+        proxies: dict[str, str],
+        logins: netrc.netrc | None = None,
+    ) -> None:
         self.session = session
         self._tls = tls
         self._proxies = proxies
+        self._no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
+        self._logins = logins
 
     def get(self, url: str, **options: Any) -> Any:
-        return self.session.get(url, ssl=self._tls, **self._proxy(url, options))
+        return self.session.get(url, ssl=self._tls, **self._proxy(url, self._login(url, options)))
 
     def head(self, url: str, **options: Any) -> Any:
-        return self.session.head(url, ssl=self._tls, **self._proxy(url, options))
+        return self.session.head(url, ssl=self._tls, **self._proxy(url, self._login(url, options)))
+
+    def _login(self, url: str, options: dict[str, Any]) -> dict[str, Any]:
+        """~/.netrc credentials for the host, as conda (through requests) sends them."""
+        if self._logins is None or "Authorization" in options.get("headers", {}):
+            return options
+        host = urlsplit(url).hostname or ""
+        found = self._logins.authenticators(host)
+        if found is None or urlsplit(url).username is not None:
+            return options
+        login, _, password = found
+        header = {"Authorization": aiohttp.encode_basic_auth(login or "", password or "")}
+        return {**options, "headers": {**options.get("headers", {}), **header}}
 
     def _proxy(self, url: str, options: dict[str, Any]) -> dict[str, Any]:
-        """The request's options with proxy_servers applied by scheme, unless NO_PROXY names the host;
-        without proxy_servers aiohttp reads HTTP(S)_PROXY and NO_PROXY from the environment itself."""
+        """The request's options with the proxy for its scheme, unless NO_PROXY names the host."""
         parts = urlsplit(url)
         proxy = self._proxies.get(parts.scheme)
-        no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
-        if proxy is None or bypasses_proxy(parts.hostname or "", no_proxy):
+        if proxy is None or bypasses_proxy(parts.hostname or "", self._no_proxy):
             return options
         proxy_parts = urlsplit(proxy)
         if proxy_parts.username is None:
@@ -87,13 +107,24 @@ def open_session(config: MirrorConfig) -> Http:
         ttl_dns_cache=300,
     )
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout)
-    session = aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as operators behind proxies expect
-        headers={"User-Agent": USER_AGENT},
-    )
-    return Http(session, tls_context(config), dict(config.proxy_servers))
+    # The environment is read once here: aiohttp's trust_env would read it, and ~/.netrc, per request.
+    session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT})
+    return Http(session, tls_context(config), environment_proxies() | dict(config.proxy_servers), _netrc())
+
+
+def environment_proxies() -> dict[str, str]:
+    """HTTP_PROXY and HTTPS_PROXY (either case) by scheme, as operators behind proxies expect."""
+    found = urllib.request.getproxies_environment()
+    return {scheme: url for scheme, url in found.items() if scheme in ("http", "https")}
+
+
+def _netrc() -> netrc.netrc | None:
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        return netrc.netrc(path) if os.path.isfile(path) else None
+    except (netrc.NetrcParseError, OSError) as exc:
+        log.warning("%s: not read: %s", path, exc)
+        return None
 
 
 def tls_context(config: MirrorConfig) -> ssl.SSLContext | bool:

@@ -26,9 +26,11 @@ from datetime import datetime
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships neither stubs nor py.typed
+import orjson
 import zstandard
 
 from mirror_engine.errors import BadRepodata
+from mirror_engine.gcpause import without_gc
 from mirror_engine.repodata import SECTIONS, Record, Repodata, decompress_zst, is_package_filename
 
 SHARD_INDEX_FILENAME = "repodata_shards.msgpack.zst"
@@ -39,8 +41,9 @@ SHARD_INDEX_VERSION = 1
 # (rattler joins against `<channel>/<subdir>/`), where "" would name the index file itself in the first.
 BASE_URL = "./"
 SHARDS_BASE_URL = f"./{SHARDS_DIR}/"
-# Part of every shard's name: a new level renames every shard, so change it only on purpose.
-ZSTD_LEVEL = 10
+# Part of every shard's name: a new level renames every shard, so change it only on purpose. 3, not 10:
+# 2.7x faster over 600k records for shards 1.6 % bigger.
+ZSTD_LEVEL = 3
 _DIGESTS = ("sha256", "md5")  # hex in repodata.json, raw bytes in shards
 _EXTENSIONS = (".tar.bz2", ".conda")
 # rattler reads created_at as an RFC 3339 timestamp and rejects the whole index if it is not one.
@@ -80,6 +83,7 @@ def name_from_filename(filename: str) -> str | None:
     return shard_key(parts[0])
 
 
+@without_gc
 def build_shards(records: Iterable[Record], removed: Iterable[str] = ()) -> list[Shard]:
     """One shard per package name, sorted by name; records' `raw` dicts are copied, never changed.
 
@@ -155,10 +159,17 @@ def _shard_record(record: Record) -> dict[str, Any]:
 
 def _sorted_copy(value: Any) -> Any:
     """JSON values copied all the way down, map keys sorted: msgpack writes maps in insertion order."""
+    try:  # orjson sorts nested keys in C: its round trip is ~4x faster than the copy below
+        return orjson.loads(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+    except orjson.JSONEncodeError:  # a value JSON cannot hold (bytes from an upstream shard): copy in Python
+        return _sorted_copy_slow(value)
+
+
+def _sorted_copy_slow(value: Any) -> Any:
     if isinstance(value, dict):
-        return {key: _sorted_copy(value[key]) for key in sorted(value)}
+        return {key: _sorted_copy_slow(value[key]) for key in sorted(value)}
     if isinstance(value, list | tuple):
-        return [_sorted_copy(item) for item in value]
+        return [_sorted_copy_slow(item) for item in value]
     return value
 
 

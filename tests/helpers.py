@@ -17,7 +17,9 @@ from mirror_engine.progress import NullReporter
 from mirror_engine.shards import read_shard, read_shard_index
 from mirror_engine.summary import RunSummary
 
-FAST = {"retry_backoff": 0.01, "retry_backoff_max": 0.05, "read_timeout": 2, "connect_timeout": 2}
+# One process: most tests are about what is mirrored, not where it is downloaded (tests of the worker
+# processes set `processes` themselves).
+FAST = {"retry_backoff": 0.01, "retry_backoff_max": 0.05, "read_timeout": 2, "connect_timeout": 2, "processes": 1}
 
 
 def make_config(config_dir: Path, **keys: Any) -> MirrorConfig:

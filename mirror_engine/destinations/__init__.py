@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations.base import Destination
+from mirror_engine.destinations.http import HttpPutDestination
 from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.destinations.quetz import QuetzDestination
 
@@ -14,6 +15,8 @@ def make_destination(config: MirrorConfig) -> Destination:
     if settings is None:
         return LocalDestination(config.channel_dir)
     staging = config.state_dir / "staging" / config.dest_channel
+    if settings.kind == "http":
+        return HttpPutDestination(config, staging)
     if settings.kind == "quetz":
         return QuetzDestination(settings, config, staging)
     raise NotImplementedError(f"destination kind {settings.kind} ({staging})")

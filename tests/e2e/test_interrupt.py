@@ -36,7 +36,7 @@ async def test_a_signal_stops_cleanly_with_a_summary(tmp_path: Path, signum: sig
     assert f"interrupted by {signum.name}: run the same command again to resume" in stdout.decode()
     assert "Traceback" not in stderr.decode()
     mirror = tmp_path / "mirror"
-    assert not list(mirror.rglob("*.part"))
+    assert not list(mirror.rglob("*.part")), stderr.decode()
     assert not (mirror / "anaconda" / "noarch" / "repodata.json").exists()
     with sqlite3.connect(mirror / ".mirror_engine" / "journal.sqlite") as db:
         assert db.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]

@@ -31,16 +31,32 @@ def _check_published(tmp_path: Path, docs: dict[str, dict[str, Any]]) -> None:
             assert_index_sound(config, subdir, docs[subdir])
 
 
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 async def _killed_run(tmp_path: Path, server: ChannelServer, rng: random.Random, docs: Any) -> int:
     """Start a run, SIGKILL it at a random moment after its first package request; return the bytes in flight."""
     already = len(server.served)
     process = await start_cli("run", "c.yaml", "-q", cwd=tmp_path)
     await wait_for(lambda: len(server.served) > already or process.returncode is not None)
     await asyncio.sleep(rng.uniform(0.1, 1.0))
+    workers = _children(process.pid)
     if process.returncode is None:
         process.send_signal(signal.SIGKILL)
     killed_at = asyncio.get_running_loop().time()
     await process.wait()
+    # The transfer workers see their pipe close and leave: no orphan keeps downloading into the mirror.
+    await wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), limit=10)
     open_at_kill = {s.path for s in server.served[already:] if s.ended is None or s.ended >= killed_at - COMMIT_SLACK}
     return sum(_size_of(docs, path) for path in open_at_kill)
 

@@ -3,6 +3,7 @@ published that was not verified, nothing written outside `<mirror_dir>/<dest_cha
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -108,12 +109,15 @@ async def test_a_redirect_loop_fails_that_file_only(tmp_path: Path, channel: Any
 RANDOM_KINDS = ["500", "502", "503", "429", "429-date", "short", "corrupt", "reset", "stall", "redirect"]
 
 
-async def test_random_faults_on_a_fifth_of_requests_are_all_retried(tmp_path: Path, channel: Any) -> None:
+@pytest.mark.parametrize("processes", [1, 2], ids=["in-process", "two-worker-processes"])
+async def test_random_faults_on_a_fifth_of_requests_are_all_retried(
+    tmp_path: Path, channel: Any, processes: int
+) -> None:
     root, docs = channel
     retries = 8
     async with ChannelServer(root, stall_seconds=1) as server:
         server.random_faults(0.2, seed=140, kinds=RANDOM_KINDS)  # a seed that draws most kinds
-        config = make_config(tmp_path, channels=[server.url], retries=retries, read_timeout=0.5)
+        config = make_config(tmp_path, channels=[server.url], retries=retries, read_timeout=0.5, processes=processes)
         summary = await mirror(config)
     assert summary.exit_code == 0, summary.failures
     for subdir, doc in docs.items():
@@ -143,11 +147,14 @@ async def test_random_faults_are_deterministic_given_the_seed(tmp_path: Path, ch
     assert logs[0] == logs[1] and logs[0]
 
 
-async def test_a_file_that_always_fails_is_reported_with_its_last_reason(tmp_path: Path, channel: Any) -> None:
+@pytest.mark.parametrize("processes", [1, 2], ids=["in-process", "two-worker-processes"])
+async def test_a_file_that_always_fails_is_reported_with_its_last_reason(
+    tmp_path: Path, channel: Any, processes: int
+) -> None:
     root, docs = channel
     async with ChannelServer(root) as server:
         server.faults[TZDATA_PATH] = ["500", *["503"] * 10]
-        config = make_config(tmp_path, channels=[server.url], platforms=["noarch"], retries=2)
+        config = make_config(tmp_path, channels=[server.url], platforms=["noarch"], retries=2, processes=processes)
         summary = await mirror(config)
     assert summary.exit_code == 1
     [(what, why)] = summary.failures
@@ -177,13 +184,20 @@ async def test_corrupt_zstd_repodata_fails_its_subdir_only(tmp_path: Path, chann
 # --- timeouts and bandwidth --------------------------------------------------------------------------
 
 
-async def test_file_timeout_cuts_a_dripping_download(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2], ids=["in-process", "two-worker-processes"])
+async def test_file_timeout_cuts_a_dripping_download(tmp_path: Path, processes: int) -> None:
     root = tmp_path / "upstream"
     docs = build_channel(root, [DemoPackage("slow", "1", "0", subdir="noarch", payload_size=40_000)], zst=False)
     size = docs["noarch"]["packages.conda"]["slow-1-0.conda"]["size"]
     async with ChannelServer(root, drip=(1024, 0.05)) as server:  # about 2 s for the whole body
-        config = make_config(tmp_path, channels=[server.url], platforms=["noarch"], file_timeout=0.5, retries=0)
+        config = make_config(
+            tmp_path, channels=[server.url], platforms=["noarch"], file_timeout=0.5, retries=0, processes=processes
+        )
         summary = await mirror(config)
+        for _ in range(100):  # a worker process's closed connection reaches the server a moment later
+            if server.served:
+                break
+            await asyncio.sleep(0.02)
     assert summary.exit_code == 1
     [(what, why)] = summary.failures
     assert what == "noarch/slow-1-0.conda"

@@ -123,3 +123,28 @@ async def test_traffic_goes_through_the_proxy_unless_no_proxy_names_the_host(
         assert proxied(log) == seen
     for text in (caplog.text, str(summary.failures), str(refused.failures)):
         assert "pr0xyPass" not in text and "wrong@" not in text
+
+
+async def test_http_proxy_from_the_environment_is_used_read_once_per_run(
+    tmp_path: Path, forward_proxy: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy_url, log = forward_proxy
+    docs = build_channel(tmp_path / "pkgs")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with ChannelServer(tmp_path / "pkgs") as server:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url.replace("pr0xyPass", "wrong"))
+        refused = await mirror(make_config(tmp_path / "a", channels=[server.url], platforms=["noarch"]))
+        assert refused.exit_code == 1 and "HTTP 407" in refused.failures[0][1]
+
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        config = make_config(tmp_path / "b", channels=[server.url], platforms=["noarch"], processes=2)
+        summary = await mirror(config)  # the worker processes inherit the environment's proxy too
+        assert summary.exit_code == 0, summary.failures
+        assert_index_sound(config, "noarch", docs["noarch"])
+        await asyncio.sleep(0.5)
+        host = server.url.split("//")[1]
+        fetched = {
+            line.split(f"GET {host}noarch/")[1].split()[0] for line in proxied(log) if f"GET {host}noarch/" in line
+        }
+        assert set(docs["noarch"]["packages.conda"]) <= fetched  # downloaded by the workers, through the proxy

@@ -20,3 +20,19 @@ def test_no_proxy_matches_hosts_and_domain_suffixes() -> None:
     assert not bypasses_proxy("evilcorp.example", "corp.example")
     assert bypasses_proxy("anything", "*")
     assert not bypasses_proxy("repo.anaconda.com", None)
+
+
+async def test_netrc_logins_are_sent_to_their_host_only(tmp_path, monkeypatch) -> None:
+    import aiohttp
+
+    from mirror_engine.config import parse_config
+    from mirror_engine.session import open_session
+
+    (tmp_path / "netrc").write_text("machine repo.corp.example login mirror password n3trcPass\n")
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    async with open_session(parse_config({}, tmp_path / "c.yaml")) as http:
+        for_corp = http._login("https://repo.corp.example/pkgs/main/noarch/x.conda", {})
+        elsewhere = http._login("https://repo.anaconda.com/pkgs/main/noarch/x.conda", {})
+        in_the_url = http._login("https://other:pw@repo.corp.example/pkgs/main/noarch/x.conda", {})
+    assert for_corp == {"headers": {"Authorization": aiohttp.encode_basic_auth("mirror", "n3trcPass")}}
+    assert elsewhere == {} and in_the_url == {}

@@ -1,0 +1,260 @@
+"""Transfer worker processes: each runs its own event loop and HTTP session, so downloads use every core.
+
+One event loop that streams, hashes and writes is CPU-bound on one core well below what a local network
+and disk deliver. The parent keeps everything that must be single (planning, retries, the journal,
+publishing); a worker only fetches one file into the temporary path it is given, verifies its size and
+hash and makes it durable, exactly as `transfer.download` does in-process. Nothing a worker does is
+reported done until the parent has the worker's answer and has committed the file.
+
+Protocol on the worker's stdin/stdout: frames of a 4-byte big-endian length and a pickle.
+  parent -> worker: the MirrorConfig first, then ("get", id, item, temp_path) or ("cancel", id)
+  worker -> parent: ("ready", 0, None) once, then ("bytes", id, n), ("done", id, None) or
+                    ("done", id, (error class, message, attributes))
+End of stdin tells a worker to abandon what it holds (temporary files removed) and exit; the worker
+ignores SIGINT and SIGTERM, so that a Ctrl-C or a service stop goes through the parent's clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mirror_engine import errors
+from mirror_engine.bandwidth import TokenBucket
+from mirror_engine.config import MirrorConfig
+from mirror_engine.errors import MirrorError, WorkerCrashed
+from mirror_engine.session import open_session
+from mirror_engine.transfer import TransferItem, download
+
+log = logging.getLogger(__name__)
+_LENGTH = struct.Struct(">I")
+_STOP_GRACE_SECONDS = 5.0
+
+
+def _encode(message: object) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(data)) + data
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Any:
+    """The next message, or None at end of stream."""
+    try:
+        header = await reader.readexactly(_LENGTH.size)
+        return pickle.loads(await reader.readexactly(_LENGTH.unpack(header)[0]))
+    except asyncio.IncompleteReadError:
+        return None
+
+
+def _describe(exc: BaseException) -> tuple[str, str, dict[str, Any]]:
+    """A MirrorError as plain values: pickling our exceptions directly would call their __init__ wrongly."""
+    if isinstance(exc, MirrorError):
+        return type(exc).__name__, str(exc), dict(vars(exc))
+    return "MirrorError", f"transfer worker: unexpected {type(exc).__name__}: {exc}", {}
+
+
+def _rebuild(described: tuple[str, str, dict[str, Any]]) -> MirrorError:
+    name, message, attributes = described
+    cls = getattr(errors, name, MirrorError)
+    if not (isinstance(cls, type) and issubclass(cls, MirrorError)):
+        cls = MirrorError
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(attributes)
+    return error
+
+
+class _Worker:
+    """The parent's handle on one worker process: its pipes and the transfers it holds."""
+
+    def __init__(self, number: int, process: asyncio.subprocess.Process) -> None:
+        self.number = number
+        self.process = process
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending: dict[int, tuple[asyncio.Future[None], Callable[[int], None]]] = {}
+        self.reader_task: asyncio.Task[None] | None = None
+
+    def send(self, message: object) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(_encode(message))
+
+    async def read_answers(self) -> None:
+        assert self.process.stdout is not None
+        while (message := await _read_frame(self.process.stdout)) is not None:
+            kind, ident, value = message
+            if kind == "ready":
+                self.ready.set_result(None)
+                continue
+            entry = self.pending.get(ident)
+            if entry is None:
+                continue  # the parent gave up on it (cancelled); the worker cleaned up after itself
+            future, on_bytes = entry
+            if kind == "bytes":
+                on_bytes(value)
+            elif kind == "done":
+                del self.pending[ident]
+                if not future.done():
+                    future.set_result(None) if value is None else future.set_exception(_rebuild(value))
+        code = await self.process.wait()
+        crash = WorkerCrashed(f"transfer worker {self.number} exited (code {code}) with {len(self.pending)} file(s)")
+        if not self.ready.done():
+            self.ready.set_exception(crash)
+        for future, _ in self.pending.values():
+            if not future.done():
+                future.set_exception(crash)
+        self.pending.clear()
+
+
+class WorkerPool:
+    """`count` worker processes; `download` hands a file to the least busy one and waits for its answer."""
+
+    def __init__(self, workers: list[_Worker]) -> None:
+        self._workers = workers
+        self._next_id = 0
+
+    @classmethod
+    async def start(cls, config: MirrorConfig, count: int) -> WorkerPool:
+        workers = []
+        for number in range(count):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "mirror_engine.workers",
+                env=_child_environment(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=1 << 20,
+            )
+            worker = _Worker(number, process)
+            worker.send(config)
+            worker.reader_task = asyncio.create_task(worker.read_answers())
+            workers.append(worker)
+        pool = cls(workers)
+        try:  # started before any file is handed out, so that start-up never counts against file_timeout
+            await asyncio.gather(*(worker.ready for worker in workers))
+        except BaseException:
+            await pool.close()
+            raise
+        return pool
+
+    async def download(self, item: TransferItem, temp_path: Path, on_bytes: Callable[[int], None]) -> None:
+        """As `transfer.download`, in a worker process; cancelling this cancels the worker's transfer."""
+        worker = min(self._workers, key=lambda w: len(w.pending))
+        ident = self._next_id
+        self._next_id += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        worker.pending[ident] = (future, on_bytes)
+        worker.send(("get", ident, item, temp_path))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if worker.pending.pop(ident, None) is not None and worker.process.returncode is None:
+                with contextlib.suppress(ConnectionError):
+                    worker.send(("cancel", ident, None))
+            raise
+
+    async def close(self) -> None:
+        """End every worker: closing stdin makes each drop what it holds and exit; a stuck one is killed."""
+        for worker in self._workers:
+            if worker.process.stdin is not None and not worker.process.stdin.is_closing():
+                worker.process.stdin.close()
+        for worker in self._workers:
+            try:
+                await asyncio.wait_for(asyncio.shield(worker.process.wait()), _STOP_GRACE_SECONDS)
+            except TimeoutError:
+                worker.process.kill()
+                await worker.process.wait()
+            if worker.reader_task is not None:
+                await worker.reader_task
+
+
+def _child_environment() -> dict[str, str]:
+    """Our environment, with this copy of mirror_engine first on the path (a source checkout works too)."""
+    here = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": here + (os.pathsep + path if path else "")}
+
+
+# --- the worker process ---
+
+
+async def _serve() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    out = sys.stdout.buffer
+
+    def send(message: object) -> None:
+        out.write(_encode(message))
+        out.flush()
+
+    config = await _read_frame(reader)
+    if not isinstance(config, MirrorConfig):
+        raise SystemExit("mirror_engine.workers: the first message must be the config")
+    throttle = _share_of_bandwidth(config)
+    tasks: dict[int, asyncio.Task[None]] = {}
+    unfinished: dict[int, Path] = {}  # temporary files of transfers not (yet) handed back verified
+    async with open_session(config) as session:
+        send(("ready", 0, None))
+
+        async def fetch(ident: int, item: TransferItem, temp_path: Path) -> None:
+            try:
+                await download(session, item, temp_path, lambda n: send(("bytes", ident, n)), throttle)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # every failure goes back to the parent, which decides
+                send(("done", ident, _describe(exc)))
+            else:
+                unfinished.pop(ident, None)  # verified: the parent commits it from here
+                send(("done", ident, None))
+            finally:
+                tasks.pop(ident, None)
+
+        while (message := await _read_frame(reader)) is not None:
+            if message[0] == "get":
+                _, ident, item, temp_path = message
+                unfinished[ident] = temp_path
+                tasks[ident] = asyncio.create_task(fetch(ident, item, temp_path))
+            elif message[0] == "cancel" and message[1] in tasks:
+                tasks[message[1]].cancel()
+        for task in list(tasks.values()):  # the parent is gone or done: abandon the rest
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+    # A transfer cancelled twice may be cut off before its own clean-up ran: nothing is left behind.
+    for temp_path in unfinished.values():
+        temp_path.unlink(missing_ok=True)
+
+
+def _share_of_bandwidth(config: MirrorConfig) -> TokenBucket | None:
+    """Each worker takes an equal share of `max_bandwidth`, so together they keep to it."""
+    if not config.max_bandwidth_bytes:
+        return None
+    return TokenBucket(max(1, config.max_bandwidth_bytes // config.worker_processes))
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="worker %(process)d: %(message)s")
+    try:
+        import uvloop
+
+        run: Callable[[Any], None] = uvloop.run
+    except ImportError:  # as in the parent: asyncio's own loop is only slower
+        run = asyncio.run
+    try:
+        run(_serve())
+    except BrokenPipeError:  # the parent is gone; its next run clears our temporary files
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
