@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The quetz server the quetz destination's tests upload to: its own venv, as its FastAPI pin clashes with ours.
+QUETZ_VENV := build/quetz-venv
+QUETZ_STAMP := $(QUETZ_VENV)/.stamp
 
-.PHONY: help setup demo test lint typecheck browser servers unit slow bench clean
+.PHONY: help setup quetz demo test lint typecheck browser servers unit slow bench clean
 
 help:
 	@echo "make demo   set up, build the demo channel and mirror it (config/demo.yaml)"
@@ -20,6 +23,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# quetz-server 0.10.4 crashes at start with a FastAPI newer than 0.109.
+$(QUETZ_STAMP):
+	$(PYTHON) -m venv $(QUETZ_VENV)
+	$(QUETZ_VENV)/bin/python -m pip install --quiet 'quetz-server==0.10.4' 'fastapi<0.110'
+	touch $(QUETZ_STAMP)
+
+quetz: $(QUETZ_STAMP)
+
 demo: $(STAMP)
 	rm -rf build/demo-channel build/demo-mirror
 	$(BIN)/python -m mirror_engine.demo build/demo-channel
@@ -32,7 +43,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck browser servers
+test: lint typecheck browser servers quetz
 	$(BIN)/python -m pytest -q
 
 # The browser test drives Debian's chromium; it is skipped, saying why, where it cannot be installed.

@@ -128,6 +128,7 @@ class MirrorRun:
                     async for _ in self._plans(reader, subdirs, dry_run=True):
                         pass
                 finally:
+                    await self.destination.close()  # a remote one opened a session to list what it holds
                     await self._close_journal("")
             else:
                 await self._run_locked(session, reader)
@@ -186,20 +187,23 @@ class MirrorRun:
             else:
                 found = await asyncio.gather(*(reader.subdirs(channel) for channel in self.channels))
                 subdirs = sorted({subdir for listed in found for subdir in listed})
-            for subdir in subdirs:
-                published = await self.destination.read_index(subdir, "repodata.json")
-                held = await asyncio.to_thread(_published_filenames, published)
-                for position, channel in enumerate(self.channels):
-                    repodata = await reader.repodata(channel, subdir)
-                    for record in repodata.records if repodata else ():
-                        if query.matches(record):
-                            selected, reason = explain(record, subdir, self.rules)
-                            mirrored = "mirrored" if record.filename in held else "not mirrored"
-                            lines.append(
-                                f"{channel.display.rstrip('/')}/{subdir}/{record.filename}: {mirrored}; {reason}"
-                            )
-                            if selected and record.filename not in held and position:
-                                lines[-1] += " (a file of the same name from an earlier channel wins)"
+            try:
+                for subdir in subdirs:
+                    published = await self.destination.read_index(subdir, "repodata.json")
+                    held = await asyncio.to_thread(_published_filenames, published)
+                    for position, channel in enumerate(self.channels):
+                        repodata = await reader.repodata(channel, subdir)
+                        for record in repodata.records if repodata else ():
+                            if query.matches(record):
+                                selected, reason = explain(record, subdir, self.rules)
+                                mirrored = "mirrored" if record.filename in held else "not mirrored"
+                                lines.append(
+                                    f"{channel.display.rstrip('/')}/{subdir}/{record.filename}: {mirrored}; {reason}"
+                                )
+                                if selected and record.filename not in held and position:
+                                    lines[-1] += " (a file of the same name from an earlier channel wins)"
+            finally:
+                await self.destination.close()  # a remote one opened a session to read its indexes
         return lines or [f"no upstream record matches {query.name}"]
 
     async def _discover_and_mirror(self, session: Http, reader: ChannelReader) -> None:
@@ -524,9 +528,11 @@ class MirrorRun:
         except DiskFull as error:
             left = sum(row.to_fetch_bytes for row in self.summary.rows.values()) - self.summary.downloaded_bytes
             raise DiskFull(f"{error}; about {_human_bytes(left)} more is needed to finish this run") from None
-        except (DestinationError, WorkerCrashed):
+        except WorkerCrashed:
             raise  # broken for every file, not just this one: stop the run
         except MirrorError as error:
+            if isinstance(error, DestinationError) and not error.per_file:
+                raise  # the destination is broken for every file: stop the run
             log.error("%s", error)
             if self.journal is not None:
                 self.journal.failed(item.subdir, item.filename, str(error))

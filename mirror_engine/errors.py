@@ -11,10 +11,11 @@
     │   ├── BadRepodata              no         1   not JSON, not zstd, wrong shape
     │   └── ChannelNotFound          no         1   no repodata at all for the channel
     │   (a file name that would escape its folder is refused in planning: Record.unusable_because)
-    ├── DestinationError                        1   where we write
+    ├── DestinationError                        1   where we write; stops the run (unless per_file)
     │   ├── DiskFull                 no         1
     │   ├── DestinationBusy          no         2   another run holds the lock
-    │   └── UploadRefused            no         1   the store said no: credentials, size limit, no PUT
+    │   ├── UploadRefused            no         1   the store said no: credentials, size limit, no PUT
+    │   └── PackageRejected          no         1   per_file: the store refused one file; the run goes on
     └── WorkerCrashed                no         1   a transfer process died: the run stops
 
 `str(exc)` is what the user reads: subject first (a config key, a URL, a path), then what is wrong.
@@ -81,7 +82,9 @@ class ChannelNotFound(UpstreamError):
 
 
 class DestinationError(MirrorError):
-    pass
+    # Most destination failures hit every file alike (disk full, server unreachable), so the run stops;
+    # a per-file one fails only its file, as an upstream error would.
+    per_file: ClassVar[bool] = False
 
 
 class DiskFull(DestinationError):
@@ -96,6 +99,12 @@ class DestinationBusy(DestinationError):
 
 class UploadRefused(DestinationError):
     """The store refused a request (401/403 credentials, 413 size limit, 405 no PUT): retrying cannot help."""
+
+
+class PackageRejected(DestinationError):
+    """The store would not take one file (other bytes already under its name, a package it cannot read)."""
+
+    per_file = True
 
 
 class WorkerCrashed(MirrorError):

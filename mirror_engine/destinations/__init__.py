@@ -6,6 +6,7 @@ from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations.base import Destination
 from mirror_engine.destinations.http import HttpPutDestination
 from mirror_engine.destinations.local import LocalDestination
+from mirror_engine.destinations.quetz import QuetzDestination
 
 
 def make_destination(config: MirrorConfig) -> Destination:
@@ -16,4 +17,6 @@ def make_destination(config: MirrorConfig) -> Destination:
     staging = config.state_dir / "staging" / config.dest_channel
     if settings.kind == "http":
         return HttpPutDestination(config, staging)
+    if settings.kind == "quetz":
+        return QuetzDestination(settings, config, staging)
     raise NotImplementedError(f"destination kind {settings.kind} ({staging})")
