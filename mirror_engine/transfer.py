@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,13 +75,20 @@ class _Sink:
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5(usedforsecurity=False) if with_md5 else None
         self._file: BinaryIO | None = None
+        # A cancelled download discards its sink while a thread may still be inside absorb: the lock makes
+        # the discard wait for it, and `_discarded` stops a late absorb from creating the file again.
+        self._lock = threading.RLock()
+        self._discarded = False
 
     def absorb(self, data: bytes) -> None:
-        self._sha256.update(data)
-        if self._md5 is not None:
-            self._md5.update(data)
-        _destination_call(self.path, lambda: self._open().write(data))
-        self.size += len(data)
+        with self._lock:
+            if self._discarded:
+                raise ShortBody(f"{self.path}: written after the download was abandoned")
+            self._sha256.update(data)
+            if self._md5 is not None:
+                self._md5.update(data)
+            _destination_call(self.path, lambda: self._open().write(data))
+            self.size += len(data)
 
     def _open(self) -> BinaryIO:
         if self._file is None:
@@ -89,8 +97,6 @@ class _Sink:
 
     def finish(self, tail: bytes, item: TransferItem, source: str) -> None:
         """Take the last bytes, verify size and hash, then make the file durable; raises on a mismatch."""
-        self.absorb(tail)
-        self.check(item, source)
 
         def sync_and_close() -> None:
             handle = self._open()
@@ -98,12 +104,17 @@ class _Sink:
             os.fsync(handle.fileno())
             handle.close()
 
-        _destination_call(self.path, sync_and_close)
+        with self._lock:
+            self.absorb(tail)
+            self.check(item, source)
+            _destination_call(self.path, sync_and_close)
 
     def discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        self.path.unlink(missing_ok=True)
+        with self._lock:
+            self._discarded = True
+            if self._file is not None:
+                self._file.close()
+            self.path.unlink(missing_ok=True)
 
     def check(self, item: TransferItem, source: str) -> None:
         if self.size != item.size:
