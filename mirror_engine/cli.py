@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -273,7 +274,8 @@ async def _until_signalled(mirror: MirrorRun, *, dry_run: bool, metrics: Path | 
     def on_signal(signum: signal.Signals) -> None:
         log.warning("%s: stopping; in-flight files are abandoned, published subdirs stay", signum.name)
         for each in stop_signals:
-            loop.remove_signal_handler(each)  # back to the defaults, so the next one ends us now
+            loop.remove_signal_handler(each)
+            signal.signal(each, _exit_now)  # the next one ends us wherever the main thread is
         mirror.request_stop(signum.name)
 
     for each in stop_signals:
@@ -286,6 +288,14 @@ async def _until_signalled(mirror: MirrorRun, *, dry_run: bool, metrics: Path | 
             writer.cancel()
         for each in stop_signals:
             loop.remove_signal_handler(each)
+
+
+def _exit_now(signum: int, _frame: object) -> None:
+    """A second SIGINT or SIGTERM: out at once. The journal (SQLite) and the mirror stay consistent, and
+    the transfer workers leave when their pipe closes; an exception here could surface anywhere instead."""
+    sys.stderr.write("mirror-engine: interrupted; run the same command again to resume\n")
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else 143)
 
 
 async def _write_metrics_periodically(mirror: MirrorRun, path: Path) -> None:
