@@ -1,5 +1,7 @@
-"""An S3-compatible bucket (AWS, MinIO, Ceph RGW, SeaweedFS): packages uploaded with checksums, indexes written
-only over what this run read, so two mirrors sharing a bucket cannot silently undo each other.
+"""A channel in an S3-compatible bucket (AWS, MinIO, Ceph RGW, SeaweedFS): checksummed uploads, conditional indexes.
+
+Index files are written only over what this run read, so two mirrors sharing a bucket cannot silently undo
+each other.
 
 Keys are `<prefix>/<dest_channel>/<subdir>/<file>`; files of the channel root have no subdir. The bucket must
 exist: we never create one (its region, policy, versioning and lifecycle are the owner's choices).

@@ -19,7 +19,7 @@ from mirror_engine.config import MirrorConfig
 from mirror_engine.demo import DEMO_PACKAGES, DemoPackage, build_channel
 from mirror_engine.destinations import make_destination
 from mirror_engine.destinations import s3 as s3_module
-from mirror_engine.destinations.base import Destination
+from mirror_engine.destinations.base import Destination, FileStat
 from mirror_engine.destinations.s3 import S3Destination
 from mirror_engine.engine import MirrorRun
 from mirror_engine.errors import DestinationError, DestinationRace
@@ -274,7 +274,7 @@ class Raced(S3Destination):
     server: S3Server
     rival: bytes
 
-    async def listing(self, subdir: str) -> dict[str, Any]:
+    async def listing(self, subdir: str) -> dict[str, FileStat]:
         found = await super().listing(subdir)
         if subdir == "linux-64":
             async with self.server.client() as client:
