@@ -43,7 +43,7 @@ from botocore.exceptions import (
 
 from mirror_engine.destinations.base import FileStat, IndexUpdate
 from mirror_engine.destinations.staged import StagedDestination
-from mirror_engine.errors import DestinationError, DestinationRace
+from mirror_engine.errors import DestinationError, DestinationRace, UploadRefused
 from mirror_engine.repodata import is_package_filename
 
 if TYPE_CHECKING:
@@ -233,10 +233,8 @@ class S3Destination(StagedDestination):
                 f"s3://{self.bucket}: no such bucket at {self._endpoint()}; create it first "
                 "(mirror_engine never creates buckets)"
             )
-        if code in CREDENTIAL_PROBLEMS:
-            return DestinationError(
-                f"{subject}: {CREDENTIAL_PROBLEMS[code]} ({code}); check {self._credential_source()}"
-            )
+        if code in CREDENTIAL_PROBLEMS:  # refused as the HTTP destination's 401/403 are: retrying cannot help
+            return UploadRefused(f"{subject}: {CREDENTIAL_PROBLEMS[code]} ({code}); check {self._credential_source()}")
         if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
             return DestinationError(f"{subject}: the store received other bytes than were sent ({code})")
         message = _one_line(exc.response.get("Error", {}).get("Message") or "failed")

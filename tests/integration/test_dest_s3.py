@@ -22,7 +22,7 @@ from mirror_engine.destinations import s3 as s3_module
 from mirror_engine.destinations.base import Destination, FileStat
 from mirror_engine.destinations.s3 import S3Destination
 from mirror_engine.engine import MirrorRun
-from mirror_engine.errors import DestinationError, DestinationRace
+from mirror_engine.errors import DestinationError, DestinationRace, UploadRefused
 from mirror_engine.progress import NullReporter
 from mirror_engine.summary import RunSummary
 from tests.helpers import assert_index_sound, make_config, mirror, names
@@ -215,7 +215,7 @@ async def test_wrong_credentials_fail_in_one_line_naming_the_bucket_and_never_sh
     root = tmp_path / "upstream"
     build_channel(root)
     config = s3_config(tmp_path, s3, prefix, root, destination=keys)
-    with pytest.raises(DestinationError) as caught:
+    with pytest.raises(UploadRefused) as caught:
         await run_into(config, make_destination(config))  # as the command line makes it
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"s3://{s3.bucket}/{prefix}/")
