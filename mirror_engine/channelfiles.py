@@ -1,10 +1,13 @@
 """Pure: a channel's other files (run_exports.json, repodata_from_packages.json, channeldata.json), filtered
-to what the mirror holds, so that none of them names a package the mirror lacks."""
+to what the mirror holds, so that none of them names a package the mirror lacks; channeldata.json merged
+with what other mirrors sharing the channel published for their subdirs."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
+
+import orjson
 
 from mirror_engine.repodata import SECTIONS
 
@@ -49,3 +52,40 @@ def build_channeldata(names_by_subdir: Mapping[str, Collection[str]], upstream: 
         name: {**metadata.get(name, {}), "subdirs": sorted(subdirs)} for name, subdirs in sorted(subdirs_of.items())
     }
     return {"channeldata_version": 1, "packages": packages_out, "subdirs": sorted(names_by_subdir)}
+
+
+def merge_channeldata(current: object, ours: JsonObject, owned: Collection[str]) -> JsonObject:
+    """channeldata.json for a channel several mirrors publish into, each owning some subdirs (docs/scaling.md).
+
+    `ours` (from `build_channeldata`) is the truth about the subdirs in `owned`; `current`, the published
+    document, still speaks for every other subdir. A package keeps the subdirs only others hold, gains ours,
+    and is dropped when no subdir holds it any more; our upstream metadata for a name replaces the older.
+    A `current` that is not a channeldata document counts as absent.
+    """
+    owned = set(owned)
+    doc = current if isinstance(current, dict) else {}
+    subdirs = {s for s in _strings(doc.get("subdirs")) if s not in owned} | set(ours["subdirs"])
+    packages: dict[str, JsonObject] = {}
+    previous = doc.get("packages")
+    for name, entry in (previous if isinstance(previous, dict) else {}).items():
+        if isinstance(entry, dict):
+            others = [s for s in _strings(entry.get("subdirs")) if s not in owned]
+            if others:
+                packages[name] = {**entry, "subdirs": others}
+    for name, entry in ours["packages"].items():
+        held = packages.get(name, {})
+        packages[name] = {**held, **entry, "subdirs": sorted({*held.get("subdirs", ()), *entry["subdirs"]})}
+    return {**ours, "packages": dict(sorted(packages.items())), "subdirs": sorted(subdirs)}
+
+
+def merged_channeldata(current: bytes | None, *, ours: JsonObject, owned: Collection[str]) -> bytes:
+    """`merge_channeldata` from and to bytes: the update a destination applies to the published file."""
+    try:
+        published = orjson.loads(current) if current is not None else None
+    except orjson.JSONDecodeError:
+        published = None  # a damaged file is rebuilt from this run's subdirs rather than kept damaged
+    return orjson.dumps(merge_channeldata(published, ours, owned), option=orjson.OPT_SORT_KEYS)
+
+
+def _strings(value: object) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []

@@ -22,7 +22,7 @@ from mirror_engine import __version__
 from mirror_engine.bandwidth import TokenBucket
 from mirror_engine.bundle import BundleError, read_manifest, unpack_bundle
 from mirror_engine.channel import Channel, ChannelReader, IndexBytes, parse_index
-from mirror_engine.channelfiles import SUBDIR_SIDECARS, build_channeldata
+from mirror_engine.channelfiles import SUBDIR_SIDECARS, build_channeldata, merged_channeldata
 from mirror_engine.closure import Candidate, close_over, universes
 from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations import make_destination
@@ -445,7 +445,9 @@ class MirrorRun:
             except (MirrorError, orjson.JSONDecodeError) as error:  # optional files: say so and go on
                 log.warning("%s: channeldata.json or notices.json unreadable: %s", channel.display, error)
         doc = build_channeldata(names_by_subdir, upstream)
-        await self.destination.write_index("", "channeldata.json", orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
+        # Merged, not overwritten: mirrors on other hosts may own the channel's other subdirs (docs/scaling.md).
+        merge = functools.partial(merged_channeldata, ours=doc, owned=subdirs)
+        await self.destination.update_index("", "channeldata.json", merge)
         if notices is not None:
             await self.destination.write_index("", "notices.json", notices)
         if self.config.html_pages:

@@ -15,7 +15,8 @@
     │   ├── DiskFull                 no         1
     │   ├── DestinationBusy          no         2   another run holds the lock
     │   ├── UploadRefused            no         1   the store said no: credentials, size limit, no PUT
-    │   └── PackageRejected          no         1   per_file: the store refused one file; the run goes on
+    │   ├── PackageRejected          no         1   per_file: the store refused one file; the run goes on
+    │   └── DestinationRace          no         1   another mirror wrote an index this run replaces
     └── WorkerCrashed                no         1   a transfer process died: the run stops
 
 `str(exc)` is what the user reads: subject first (a config key, a URL, a path), then what is wrong.
@@ -105,6 +106,11 @@ class PackageRejected(DestinationError):
     """The store would not take one file (other bytes already under its name, a package it cannot read)."""
 
     per_file = True
+
+
+class DestinationRace(DestinationError):
+    """Another writer changed an index file between this run's start and its publish (two mirrors writing
+    the same subdir of one store): this run stops instead of overwriting the other's index."""
 
 
 class WorkerCrashed(MirrorError):

@@ -19,4 +19,8 @@ def make_destination(config: MirrorConfig) -> Destination:
         return HttpPutDestination(config, staging)
     if settings.kind == "quetz":
         return QuetzDestination(settings, config, staging)
+    if settings.kind == "s3":
+        from mirror_engine.destinations.s3 import S3Destination  # botocore loads only for those who use S3
+
+        return S3Destination.from_config(config, staging)
     raise NotImplementedError(f"destination kind {settings.kind} ({staging})")

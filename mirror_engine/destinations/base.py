@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+IndexUpdate = Callable[[bytes | None], bytes]  # the current bytes (None: absent) -> the bytes to write
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,10 @@ class Destination(Protocol):
         """The bytes of a published index file (`subdir` "" for the channel root), None if absent."""
         ...
 
+    async def update_index(self, subdir: str, name: str, update: IndexUpdate) -> None:
+        """Replace an index file by `update(current bytes)`. A store that several mirrors write at once
+        (S3) re-reads and retries when another writer got in between; see `read_then_write`."""
+
     async def write_absent(self, subdir: str, files: list[tuple[str, bytes]]) -> int:
         """Write the content-addressed files that do not exist yet, durably; returns how many it wrote."""
         ...
@@ -61,3 +69,10 @@ class Destination(Protocol):
         ...
 
     async def delete(self, subdir: str, filenames: list[str]) -> None: ...
+
+
+async def read_then_write(destination: Destination, subdir: str, name: str, update: IndexUpdate) -> None:
+    """`update_index` for a store one mirror writes at a time (a folder, an HTTP PUT target): the run lock
+    already keeps a second writer out, so there is no one to race with between the read and the write."""
+    current = await destination.read_index(subdir, name)
+    await destination.write_index(subdir, name, await asyncio.to_thread(update, current))

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from mirror_engine.destinations.base import FileStat
+from mirror_engine.destinations.base import FileStat, IndexUpdate, read_then_write
 from mirror_engine.errors import destination_error
 from mirror_engine.repodata import is_package_filename
 
@@ -90,6 +90,9 @@ class LocalDestination:
             return None
         except OSError as exc:
             raise destination_error(path, exc) from None
+
+    async def update_index(self, subdir: str, name: str, update: IndexUpdate) -> None:
+        await read_then_write(self, subdir, name, update)
 
     async def write_absent(self, subdir: str, files: list[tuple[str, bytes]]) -> int:
         """Content-addressed files (shards): write those not there yet, all durable before this returns."""

@@ -37,7 +37,7 @@ import orjson
 from yarl import URL
 
 from mirror_engine.config import DestinationConfig, MirrorConfig
-from mirror_engine.destinations.base import FileStat
+from mirror_engine.destinations.base import FileStat, IndexUpdate
 from mirror_engine.destinations.staged import StagedDestination
 from mirror_engine.errors import ConfigError, DestinationError, PackageRejected, TlsError, UploadRefused
 from mirror_engine.repodata import is_package_filename
@@ -322,6 +322,10 @@ class QuetzDestination(StagedDestination):
             await self._await_index(subdir, data)
         else:
             log.debug("%s: %s not written: quetz serves the index files it builds", self.display, name)
+
+    async def update_index(self, subdir: str, name: str, update: IndexUpdate) -> None:
+        """channeldata.json is quetz's own too: nothing to read, merge or write."""
+        log.debug("%s: %s not written: quetz serves the index files it builds", self.display, name)
 
     async def _await_index(self, subdir: str, ours_json: bytes) -> None:
         ours = await asyncio.to_thread(_sha256_by_file, ours_json)

@@ -9,7 +9,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from mirror_engine.destinations.base import FileStat
+from mirror_engine.destinations.base import FileStat, IndexUpdate, read_then_write
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ class StagedDestination(abc.ABC):
 
     @abc.abstractmethod
     async def read_index(self, subdir: str, name: str) -> bytes | None: ...
+
+    async def update_index(self, subdir: str, name: str, update: IndexUpdate) -> None:
+        """Read, then write: right for a store one mirror writes; S3 overrides it with a conditional write."""
+        await read_then_write(self, subdir, name, update)
 
     @abc.abstractmethod
     async def write_absent(self, subdir: str, files: list[tuple[str, bytes]]) -> int: ...
