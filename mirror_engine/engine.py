@@ -89,6 +89,7 @@ class MirrorRun:
         rng: random.Random | None = None,
         use_journal: bool = True,
         verify: bool = False,
+        wait_for_workers: bool = False,
     ) -> None:
         self.config = config
         self.destination = destination
@@ -102,6 +103,7 @@ class MirrorRun:
         self.stale: dict[str, int] = {}
         self.use_journal = use_journal
         self.verify = verify  # hash every file on disk instead of trusting the journal
+        self.wait_for_workers = wait_for_workers  # every download in a worker process (tests of the workers)
         self.journal: Journal | None = None
         self._fingerprints: dict[str, str] = {}  # subdir -> fingerprint of the inputs of its plan
         self._index_cache: dict[str, list[tuple[int, IndexBytes]]] = {}  # read ahead by include_dependencies
@@ -379,17 +381,26 @@ class MirrorRun:
 
     async def _mirror(self, session: Http, reader: ChannelReader, subdirs: list[str]) -> None:
         processes = self.config.worker_processes
-        pool = await WorkerPool.start(self.config, processes) if processes > 1 else None
+        # Workers take about a second to start: until they are ready, files are fetched in this process,
+        # so that a small run never waits for them.
+        starting = asyncio.create_task(WorkerPool.start(self.config, processes)) if processes > 1 else None
         try:
-            await self._mirror_with(session, reader, subdirs, pool)
+            if starting is not None and self.wait_for_workers:
+                await asyncio.wait([starting])
+            await self._mirror_with(session, reader, subdirs, starting)
         finally:
-            if pool is not None:
-                await asyncio.shield(pool.close())
+            if starting is not None:
+                await asyncio.shield(_stop_pool(starting))
 
     async def _mirror_with(
-        self, session: Http, reader: ChannelReader, subdirs: list[str], pool: WorkerPool | None
+        self,
+        session: Http,
+        reader: ChannelReader,
+        subdirs: list[str],
+        starting: asyncio.Task[WorkerPool] | None,
     ) -> None:
         async def fetch(item: TransferItem, temp: Path, on_bytes: Callable[[int], None]) -> None:
+            pool = _ready_pool(starting)
             if pool is not None:
                 await pool.download(item, temp, on_bytes)
             else:
@@ -565,6 +576,26 @@ class MirrorRun:
             await self.journal.verified(
                 item.subdir, item.filename, sha256=item.sha256, md5=item.md5, size=stat.size, mtime_ns=stat.mtime_ns
             )
+
+
+def _ready_pool(starting: asyncio.Task[WorkerPool] | None) -> WorkerPool | None:
+    """The worker pool once it has started; None before, or if it could not start (`_stop_pool` says so)."""
+    if starting is None or not starting.done() or starting.cancelled() or starting.exception() is not None:
+        return None
+    return starting.result()
+
+
+async def _stop_pool(starting: asyncio.Task[WorkerPool]) -> None:
+    if not starting.done():
+        starting.cancel()  # stops the workers already started
+    try:
+        pool = await starting
+    except asyncio.CancelledError:
+        return
+    except MirrorError as error:
+        log.warning("%s; files were downloaded in the main process instead", error)
+        return
+    await pool.close()
 
 
 def _first_mirror_error(group: BaseExceptionGroup[BaseException]) -> MirrorError | None:

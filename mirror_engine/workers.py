@@ -91,7 +91,8 @@ class _Worker:
         while (message := await _read_frame(self.process.stdout)) is not None:
             kind, ident, value = message
             if kind == "ready":
-                self.ready.set_result(None)
+                if not self.ready.done():  # cancelled when the run ended before the workers were needed
+                    self.ready.set_result(None)
                 continue
             entry = self.pending.get(ident)
             if entry is None:
@@ -113,6 +114,25 @@ class _Worker:
         self.pending.clear()
 
 
+async def _spawn(number: int, config: MirrorConfig) -> _Worker:
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mirror_engine.workers",
+            env=_child_environment(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 20,
+        )
+    except OSError as exc:
+        raise WorkerCrashed(f"cannot start transfer worker {number} ({exc.strerror or exc})") from None
+    worker = _Worker(number, process)
+    worker.send(config)
+    worker.reader_task = asyncio.create_task(worker.read_answers())
+    return worker
+
+
 class WorkerPool:
     """`count` worker processes; `download` hands a file to the least busy one and waits for its answer."""
 
@@ -122,33 +142,15 @@ class WorkerPool:
 
     @classmethod
     async def start(cls, config: MirrorConfig, count: int) -> WorkerPool:
-        workers: list[_Worker] = []
-        for number in range(count):
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "mirror_engine.workers",
-                    env=_child_environment(),
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    limit=1 << 20,
-                )
-            except OSError as exc:
-                await cls(workers).close()
-                raise WorkerCrashed(
-                    f"cannot start transfer worker {number} ({exc.strerror or exc}); "
-                    "set processes: 1 to download in one process"
-                ) from None
-            worker = _Worker(number, process)
-            worker.send(config)
-            worker.reader_task = asyncio.create_task(worker.read_answers())
-            workers.append(worker)
-        pool = cls(workers)
-        try:  # started before any file is handed out, so that start-up never counts against file_timeout
-            await asyncio.gather(*(worker.ready for worker in workers))
+        """Start `count` workers and wait until each is ready; cancelling this stops those already started."""
+        pool = cls([])
+        try:
+            for number in range(count):
+                pool._workers.append(await _spawn(number, config))
+            # Ready before any file is handed out, so that start-up never counts against file_timeout.
+            await asyncio.gather(*(worker.ready for worker in pool._workers))
         except BaseException:
-            await pool.close()
+            await asyncio.shield(pool.close())
             raise
         return pool
 

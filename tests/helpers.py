@@ -27,7 +27,11 @@ def make_config(config_dir: Path, **keys: Any) -> MirrorConfig:
 
 
 async def mirror(config: MirrorConfig, *, dry_run: bool = False) -> RunSummary:
-    run = MirrorRun(config, LocalDestination(config.channel_dir), NullReporter(), rng=random.Random(1))
+    """Run the engine; with `processes` above 1, every download goes through the worker processes (a run
+    does not wait for them otherwise, and these small channels would be done before they start)."""
+    run = MirrorRun(
+        config, LocalDestination(config.channel_dir), NullReporter(), rng=random.Random(1), wait_for_workers=True
+    )
     return await run.run(dry_run=dry_run)
 
 

@@ -45,6 +45,20 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _downloading_from(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a TCP connection to 127.0.0.1:`port` (from /proc)."""
+    try:
+        sockets = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    except OSError:
+        return False
+    inodes = {link[8:-1] for link in sockets if link.startswith("socket:[")}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
+            return True
+    return False
+
+
 async def _killed_run(tmp_path: Path, server: ChannelServer, rng: random.Random, docs: Any) -> int:
     """Start a run, SIGKILL it at a random moment after its first package request; return the bytes in flight."""
     already = len(server.served)
@@ -101,10 +115,12 @@ async def test_kill_9_many_times_then_resume(tmp_path: Path, seed: int) -> None:
 async def test_a_killed_transfer_worker_stops_the_run_in_one_line_and_the_next_run_finishes(tmp_path: Path) -> None:
     docs = build_channel(tmp_path / "upstream")
     async with ChannelServer(tmp_path / "upstream", drip=(16 * 1024, 0.05)) as server:
-        (tmp_path / "c.yaml").write_text(f"channels: [{server.url}]\nprocesses: 2\n")
+        (tmp_path / "c.yaml").write_text(f"channels: [{server.url}]\nprocesses: 2\nconcurrency: 2\n")
         process = await start_cli("run", "c.yaml", "-q", cwd=tmp_path)
-        await wait_for(lambda: len(_children(process.pid)) == 2 and bool(server.served))
-        victim = _children(process.pid)[0]
+        port = int(server.url.rstrip("/").rsplit(":", 1)[1])
+        # Until the workers are ready, files are fetched by the main process: wait for a worker's download.
+        await wait_for(lambda: any(_downloading_from(pid, port) for pid in _children(process.pid)))
+        victim = next(pid for pid in _children(process.pid) if _downloading_from(pid, port))
         os.kill(victim, signal.SIGKILL)
         _, stderr = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 1, stderr
