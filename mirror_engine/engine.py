@@ -518,9 +518,15 @@ class MirrorRun:
             try:
                 await self._ensure_free_space(item)
                 temp = self.destination.temp_path(item.subdir, item.filename)
-                async with asyncio.timeout(self.config.file_timeout):
-                    await fetch(item, temp, count)
-                await self.destination.commit(temp, item.subdir, item.filename)
+                try:
+                    async with asyncio.timeout(self.config.file_timeout):
+                        await fetch(item, temp, count)
+                    await self.destination.commit(temp, item.subdir, item.filename)
+                except BaseException:
+                    # A worker hands a verified file over when it answers; a stop that lands between its
+                    # answer and the commit leaves the file to us.
+                    await asyncio.shield(asyncio.to_thread(temp.unlink, True))
+                    raise
             except TimeoutError:
                 self.reporter.advanced(item.channel, -received)
                 raise ConnectionFailed(
