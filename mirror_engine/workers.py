@@ -8,8 +8,9 @@ reported done until the parent has the worker's answer and has committed the fil
 
 Protocol on the worker's stdin/stdout: frames of a 4-byte big-endian length and a pickle.
   parent -> worker: the MirrorConfig first, then ("get", id, item, temp_path) or ("cancel", id)
-  worker -> parent: ("ready", 0, None) once, then ("bytes", id, n), ("done", id, None) or
-                    ("done", id, (error class, message, attributes))
+  worker -> parent: ("ready", 0, None) once, then ("bytes", id, n) at most every PROGRESS_SECONDS, and
+                    ("done", id, (n, None)) or ("done", id, (n, (error class, message, attributes)))
+                    where n is the bytes received since the last "bytes" message
 End of stdin tells a worker to abandon what it holds (temporary files removed) and exit; the worker
 ignores SIGINT and SIGTERM, so that a Ctrl-C or a service stop goes through the parent's clean stop.
 """
@@ -38,6 +39,7 @@ from mirror_engine.transfer import TransferItem, download
 log = logging.getLogger(__name__)
 _LENGTH = struct.Struct(">I")
 _STOP_GRACE_SECONDS = 5.0
+PROGRESS_SECONDS = 0.25
 
 
 def _encode(message: object) -> bytes:
@@ -102,8 +104,10 @@ class _Worker:
                 on_bytes(value)
             elif kind == "done":
                 del self.pending[ident]
+                unreported, error = value
+                on_bytes(unreported)
                 if not future.done():
-                    future.set_result(None) if value is None else future.set_exception(_rebuild(value))
+                    future.set_result(None) if error is None else future.set_exception(_rebuild(error))
         code = await self.process.wait()
         crash = WorkerCrashed(f"transfer worker {self.number} exited (code {code}) with {len(self.pending)} file(s)")
         if not self.ready.done():
@@ -215,15 +219,16 @@ async def _serve() -> None:
         send(("ready", 0, None))
 
         async def fetch(ident: int, item: TransferItem, temp_path: Path) -> None:
+            progress = _Progress(ident, send, loop.time)
             try:
-                await download(session, item, temp_path, lambda n: send(("bytes", ident, n)), throttle)
+                await download(session, item, temp_path, progress.add, throttle)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # every failure goes back to the parent, which decides
-                send(("done", ident, _describe(exc)))
+                send(("done", ident, (progress.unreported, _describe(exc))))
             else:
                 unfinished.pop(ident, None)  # verified: the parent commits it from here
-                send(("done", ident, None))
+                send(("done", ident, (progress.unreported, None)))
             finally:
                 tasks.pop(ident, None)
 
@@ -240,6 +245,26 @@ async def _serve() -> None:
     # A transfer cancelled twice may be cut off before its own clean-up ran: nothing is left behind.
     for temp_path in unfinished.values():
         temp_path.unlink(missing_ok=True)
+
+
+class _Progress:
+    """Bytes received, told to the parent at most every PROGRESS_SECONDS: a small package costs one
+    message (its answer), a big one a few a second."""
+
+    def __init__(self, ident: int, send: Callable[[object], None], clock: Callable[[], float]) -> None:
+        self.ident = ident
+        self.unreported = 0
+        self._send = send
+        self._clock = clock
+        self._last = clock()
+
+    def add(self, nbytes: int) -> None:
+        self.unreported += nbytes
+        now = self._clock()
+        if now - self._last >= PROGRESS_SECONDS:
+            self._send(("bytes", self.ident, self.unreported))
+            self.unreported = 0
+            self._last = now
 
 
 def _share_of_bandwidth(config: MirrorConfig) -> TokenBucket | None:
