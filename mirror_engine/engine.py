@@ -166,7 +166,7 @@ class MirrorRun:
         path = self.config.state_dir / "journal.sqlite"
         if readonly:
             return await Journal.open_readonly(path, self.config.dest_channel)
-        journal = await Journal.open(path, self.config.dest_channel)
+        journal = await Journal.open(path, self.config.dest_channel, durable=self.destination.make_durable)
         await journal.begin_run()
         return journal
 

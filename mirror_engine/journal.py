@@ -67,12 +67,18 @@ class RunInfo:
 _Write = tuple[str, tuple[Any, ...]]
 
 
+_VERIFIED_INSERT = "INSERT INTO files (channel, subdir, filename, state, sha256, md5, size, mtime_ns, run, updated) "
+
+
 class Journal:
     """All access goes through one thread that owns the connection; writes are queued and group-committed."""
 
-    def __init__(self, path: Path, channel: str) -> None:
+    def __init__(self, path: Path, channel: str, durable: Callable[[], None] | None = None) -> None:
         self.path = path
         self.channel = channel
+        # Makes the files a batch records as verified durable, in the writer thread, before it commits:
+        # one filesystem sync per batch instead of an fsync per file.
+        self._durable = durable
         self.run_id: int | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._db: sqlite3.Connection | None = None
@@ -84,8 +90,8 @@ class Journal:
     # --- opening -----------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path, channel: str) -> Journal:
-        journal = cls(path, channel)
+    async def open(cls, path: Path, channel: str, durable: Callable[[], None] | None = None) -> Journal:
+        journal = cls(path, channel, durable)
         await journal._call(journal._connect)
         return journal
 
@@ -233,8 +239,8 @@ class Journal:
     ) -> None:
         """Record a verified file; returns once that is committed, so the file may be reported done."""
         self._queue(
-            "INSERT INTO files (channel, subdir, filename, state, sha256, md5, size, mtime_ns, run, updated) "
-            "VALUES (?, ?, ?, 'verified', ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET state='verified', "
+            _VERIFIED_INSERT + "VALUES (?, ?, ?, 'verified', ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET state='verified', "
             "sha256=excluded.sha256, md5=excluded.md5, size=excluded.size, mtime_ns=excluded.mtime_ns, "
             "run=excluded.run, reason=NULL, updated=excluded.updated",
             (self.channel, subdir, filename, sha256, md5, size, mtime_ns, self.run_id, time.time()),
@@ -380,6 +386,8 @@ class Journal:
         if not batch:
             return
         db = self._require()
+        if self._durable is not None and any(sql.startswith(_VERIFIED_INSERT) for sql, _ in batch):
+            self._durable()
         try:
             with db:
                 db.execute("BEGIN")

@@ -45,6 +45,10 @@ class Destination(Protocol):
         """Where a committed package can be read back locally, or None for a remote store."""
         ...
 
+    def make_durable(self) -> None:
+        """Make every committed package durable (blocking; the journal calls it in its own thread before
+        it records files as verified). Packages are not fsynced one by one."""
+
     async def commit(self, temp: Path, subdir: str, filename: str) -> None:
         """Move a verified temporary file into place (rename, or upload and remove)."""
 

@@ -52,6 +52,9 @@ class StagedDestination(abc.ABC):
     def final_path(self, subdir: str, filename: str) -> Path | None:
         return None
 
+    def make_durable(self) -> None:  # noqa: B027 - deliberately empty for every remote store
+        """Nothing to do here: a package counts as stored once the store has confirmed its upload."""
+
     async def commit(self, temp: Path, subdir: str, filename: str) -> None:
         try:
             await self.upload_file(temp, subdir, filename)

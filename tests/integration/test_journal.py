@@ -13,6 +13,7 @@ from mirror_engine.config import MirrorConfig
 from mirror_engine.demo import build_channel
 from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.engine import MirrorRun
+from mirror_engine.journal import Journal
 from mirror_engine.progress import NullReporter
 from mirror_engine.status import status_report
 from mirror_engine.summary import RunSummary
@@ -144,3 +145,19 @@ async def test_a_subdir_with_a_failed_file_is_not_skipped_next_time(config: Mirr
     (tmp_path / "pkgs" / "noarch" / TARGET).write_bytes(good)  # upstream heals; its index did not change
     summary = await run(config)
     assert summary.unchanged == [] and summary.rows[(0, "noarch")].downloaded == 1
+
+
+async def test_files_are_made_durable_before_the_journal_records_them_verified(tmp_path: Path) -> None:
+    events: list[str] = []
+    journal = await Journal.open(tmp_path / "journal.sqlite", "anaconda", durable=lambda: events.append("durable"))
+    try:
+        await journal.begin_run()
+        journal.planned("noarch", [("a-1-0.conda", 10)])
+        await journal.flush()
+        assert events == [], "planning rows need no sync"
+        await journal.verified("noarch", "a-1-0.conda", sha256="0" * 64, md5=None, size=10, mtime_ns=1)
+        assert events == ["durable"]
+        known = await journal.known("noarch")
+        assert known["a-1-0.conda"].size == 10
+    finally:
+        await journal.close()
