@@ -1,0 +1,126 @@
+"""One measured run of a command: wall time, CPU and peak RSS from the kernel's rusage of its process tree.
+
+`os.wait4` returns the child's rusage with that of every descendant it waited for folded in: CPU times
+are summed over the tree, peak RSS is the largest single process's (a pipeline under `sh -c` shows its
+biggest member, not the sum). On Linux a child's peak RSS starts at the RSS of the process that started
+it (its peak so far), so the runner keeps itself small and reports that floor (`rss_floor_mb`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import resource
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.workloads import child_env
+
+
+@dataclass(frozen=True)
+class Sample:
+    wall: float
+    cpu: float  # user + system seconds
+    rss_mb: float
+
+    @property
+    def cpu_percent(self) -> float:
+        return 100 * self.cpu / self.wall if self.wall else 0.0
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A tool's samples on one workload, with the workload's size for rates."""
+
+    samples: tuple[Sample, ...]
+    total_bytes: int = 0
+    files: int = 0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(s.wall for s in self.samples)
+
+    @property
+    def fastest(self) -> float:
+        return min(s.wall for s in self.samples)
+
+    @property
+    def cpu_percent(self) -> float:
+        return statistics.median(s.cpu_percent for s in self.samples)
+
+    @property
+    def rss_mb(self) -> float:
+        return max(s.rss_mb for s in self.samples)
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.total_bytes / self.median / 1e6
+
+    @property
+    def files_per_s(self) -> float:
+        return self.files / self.median
+
+
+def measure(
+    command: Sequence[str], cwd: Path, *, tty: bool = False, env: dict[str, str] | None = None, check: bool = True
+) -> Sample:
+    """Run `command` to its end and measure it; with `tty`, its stdout and stderr are a pseudo-terminal
+    (120x40) that is read and thrown away, so a live display draws as it would for a person."""
+    environment = env if env is not None else child_env()
+    shown = bytearray()  # with `tty`, the terminal's last bytes, for the message if the command fails
+    with tempfile.TemporaryFile() as errors:
+        if tty:
+            master, slave = os.openpty()
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+            drain = threading.Thread(target=_drain, args=(master, shown), daemon=True)
+            drain.start()
+            stdout = stderr = slave
+            environment = {**environment, "TERM": "xterm-256color"}
+        else:
+            stdout, stderr = subprocess.DEVNULL, errors.fileno()
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command, cwd=cwd, env=environment, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
+        )
+        if tty:
+            os.close(slave)  # the child holds its own copy; EOF on master comes when the child closes it
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait for it again
+        if tty:
+            drain.join(10)
+            os.close(master)
+        if check and process.returncode != 0:
+            errors.seek(0)
+            tail = (bytes(shown) if tty else errors.read())[-3000:].decode(errors="replace")
+            raise SystemExit(f"benchmark command failed ({process.returncode}): {' '.join(command)}\n{tail}")
+    return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024 / 1e6)  # KiB -> MB
+
+
+def _drain(master: int, tail: bytearray) -> None:
+    """Read the terminal's output until the child is gone (EIO), as a terminal emulator would."""
+    try:
+        while data := os.read(master, 65536):
+            tail[:] = (tail + data)[-4096:]
+    except OSError:
+        pass
+
+
+def rss_floor_mb() -> float:
+    """The peak RSS that a child of ours reports at least: our own peak so far. subprocess starts children
+    with vfork, and at exec Linux carries the peak RSS of the memory the child ran in (ours) into its own."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def engine(config: str, *args: str) -> list[str]:
+    """`python -m mirror_engine run` with the runner's interpreter; child_env puts this checkout first."""
+    return [sys.executable, "-m", "mirror_engine", "run", config, *args]
