@@ -70,12 +70,10 @@ class Stats:
         return self.files / self.median
 
 
-def measure(
-    command: Sequence[str], cwd: Path, *, tty: bool = False, env: dict[str, str] | None = None, check: bool = True
-) -> Sample:
+def measure(command: Sequence[str], cwd: Path, *, tty: bool = False) -> Sample:
     """Run `command` to its end and measure it; with `tty`, its stdout and stderr are a pseudo-terminal
     (120x40) that is read and thrown away, so a live display draws as it would for a person."""
-    environment = env if env is not None else child_env()
+    environment = child_env()
     shown = bytearray()  # with `tty`, the terminal's last bytes, for the message if the command fails
     with tempfile.TemporaryFile() as errors:
         if tty:
@@ -99,7 +97,7 @@ def measure(
         if tty:
             drain.join(10)
             os.close(master)
-        if check and process.returncode != 0:
+        if process.returncode != 0:
             errors.seek(0)
             tail = (bytes(shown) if tty else errors.read())[-3000:].decode(errors="replace")
             raise SystemExit(f"benchmark command failed ({process.returncode}): {' '.join(command)}\n{tail}")

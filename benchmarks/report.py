@@ -145,7 +145,8 @@ METHOD = """\
   script, verification included); `curl -Z --parallel-max 16` with no verification (the transfer
   ceiling); `aria2c -j 16` with `checksum=sha-256=...` per file in its input file (aria2c checks each
   file when it completes); `sha256sum -c` of the tree curl just wrote, from page cache (the hashing
-  ceiling of one core).
+  ceiling of a script on one core: coreutils' own SHA-256 may not use the CPU's SHA instructions, which
+  OpenSSL, and so Python's hashlib, does).
 - Progress: `--progress bar` runs on a pseudo-terminal (120x40) that the runner reads and discards,
   so the live display draws as it would for a person; `--progress log` writes a log line every 10 s.
 - C2 cannot fetch 600,000 files and still measure the index: even empty files cost the engine its full
@@ -167,7 +168,10 @@ def commands(a: t.Workload | None, b: t.Workload | None, c: IndexResults | None,
         "",
         f"This file: `{invocation}` (`make bench` installs nginx, curl and aria2 with apt-get when missing, then",
         "runs `python -m benchmarks.run`: every section, 3 repeats). Select with `--sections A A30k B C journal",
-        "bundles noop` and `--repeat N`; `--a30k-files`, `--a30k-repeat` and `--noop-files` size those sections.",
+        "bundles noop` and `--repeat N`; `--a30k-files`, `--a30k-repeat` and `--noop-files` size those sections",
+        "(`--noop-files 100000 1000000` adds the million-file resync, about 12 minutes more). The first run",
+        "generates the workloads into `build/bench/workloads/` (about 17 GB, 1.2 million inodes; a few minutes)",
+        "and later runs reuse them; A30k needs as much again free while it runs. `make clean` removes them.",
         "",
     ]
     for workload, folder in ((a, "build/bench/a"), (b, "build/bench/b")):
