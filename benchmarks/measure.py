@@ -2,15 +2,14 @@
 
 `os.wait4` returns the child's rusage with that of every descendant it waited for folded in: CPU times
 are summed over the tree, peak RSS is the largest single process's (a pipeline under `sh -c` shows its
-biggest member, not the sum). On Linux a child's peak RSS starts at the RSS of the process that started
-it (its peak so far), so the runner keeps itself small and reports that floor (`rss_floor_mb`).
+biggest member, not the sum). The command is started by launch.py, a small process of its own, and not
+by the runner: see there why, and `rss_floor_mb` for the few MB every figure includes.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import resource
 import statistics
 import struct
 import subprocess
@@ -18,12 +17,13 @@ import sys
 import tempfile
 import termios
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.workloads import child_env
+
+LAUNCH = Path(__file__).with_name("launch.py")
 
 
 @dataclass(frozen=True)
@@ -85,23 +85,23 @@ def measure(command: Sequence[str], cwd: Path, *, tty: bool = False) -> Sample:
             environment = {**environment, "TERM": "xterm-256color"}
         else:
             stdout, stderr = subprocess.DEVNULL, errors.fileno()
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            command, cwd=cwd, env=environment, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
-        )
-        if tty:
-            os.close(slave)  # the child holds its own copy; EOF on master comes when the child closes it
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait for it again
-        if tty:
-            drain.join(10)
-            os.close(master)
-        if process.returncode != 0:
+        with tempfile.NamedTemporaryFile("r") as report:
+            launcher = [sys.executable, "-I", "-S", str(LAUNCH), report.name, *command]
+            process = subprocess.Popen(
+                launcher, cwd=cwd, env=environment, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
+            )
+            if tty:
+                os.close(slave)  # the child holds its own copy; EOF on master comes when the child closes it
+            process.wait()
+            if tty:
+                drain.join(10)
+                os.close(master)
+            facts = report.read().split()  # wall, cpu, peak RSS in KiB, exit code; none if it could not start
+        if process.returncode != 0 or len(facts) != 4 or facts[3] != "0":
             errors.seek(0)
             tail = (bytes(shown) if tty else errors.read())[-3000:].decode(errors="replace")
-            raise SystemExit(f"benchmark command failed ({process.returncode}): {' '.join(command)}\n{tail}")
-    return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024 / 1e6)  # KiB -> MB
+            raise SystemExit(f"benchmark command failed ({facts[3:]}): {' '.join(command)}\n{tail}")
+    return Sample(float(facts[0]), float(facts[1]), int(facts[2]) * 1024 / 1e6)  # KiB -> MB
 
 
 def _drain(master: int, tail: bytearray) -> None:
@@ -114,9 +114,8 @@ def _drain(master: int, tail: bytearray) -> None:
 
 
 def rss_floor_mb() -> float:
-    """The peak RSS that a child of ours reports at least: our own peak so far. subprocess starts children
-    with vfork, and at exec Linux carries the peak RSS of the memory the child ran in (ours) into its own."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+    """The peak RSS every measured command reports at least: launch.py's, carried into the command at exec."""
+    return measure(["true"], Path.cwd()).rss_mb
 
 
 def engine(config: str, *args: str) -> list[str]:

@@ -65,8 +65,9 @@ def machine(work: Path, rss_floor: float, load_before: tuple[float, ...]) -> lis
         f"{_first_line(['aria2c', '--version'])}; {_first_line(['sha256sum', '--version'])}",
         f"- load average (1, 5, 15 min) before: {_load(load_before)}; after: {_load(os.getloadavg())}. Figures "
         "taken while other work runs on the machine are noisy: compare ratios within one run, not across runs.",
-        f"- Peak RSS of a child is at least the runner's own peak ({rss_floor:.0f} MB: Linux carries it into a "
-        f"child started by vfork); a figure shown as `≤ {rss_floor:.0f}` means the tool used no more than that.",
+        f"- Peak RSS of a measured command is at least that of the small process that starts it "
+        f"(`benchmarks/launch.py`, {rss_floor:.0f} MB: Linux carries it into a child started by vfork); "
+        f"a figure shown as `≤ {rss_floor:.0f}` means the tool used no more than that.",
         "",
     ]
 

@@ -109,7 +109,7 @@ def run_workload(folder: Path, workload: Workload, chosen: list[Tool], repeat: i
 
 def warm_cache(*paths: Path) -> None:
     """Read each file once, untimed: a workload made long ago may have left page cache since, and the
-    first tool to run would pay for reading it from disk. In small reads: the runner must stay small."""
+    first tool to run would pay for reading it from disk. In small reads, so the runner stays small."""
     for path in paths:
         with path.open("rb", buffering=0) as source:
             while source.read(1 << 20):

@@ -1,7 +1,7 @@
 """Deterministic workloads for the benchmarks: synthetic channels of any size, written fast.
 
 The runner imports this module but calls the heavy parts (`build`, `seed-journal`) in a child process:
-on Linux a child's peak RSS starts at the RSS of the process that started it, so the runner stays small.
+they hold hundreds of MB of records at a time, which the runner, alive for the whole run, should not.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def write_repodata(channel: Path, records: dict[str, dict[str, object]], zst_lev
     (channel / synthetic.SUBDIR / "repodata.json").write_bytes(data)
     compressed = 0
     if zst_level:
-        import zstandard  # here, not at the top: the runner imports this module and must stay small
+        import zstandard  # here, not at the top: only the child that builds a workload needs it
 
         packed = zstandard.ZstdCompressor(level=zst_level, threads=-1).compress(data)
         (channel / synthetic.SUBDIR / "repodata.json.zst").write_bytes(packed)
@@ -294,9 +294,8 @@ async def seed_journal(mirror_dir: Path, channel: str, subdir: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Run in a child process, so that the runner stays small: a child's peak RSS on Linux counts the
-    memory it was forked with. `empty UPSTREAM CHANNEL_DIR COUNT`, `build FOLDER SPEC_JSON`, or
-    `seed-journal MIRROR_DIR CHANNEL SUBDIR`."""
+    """Run in a child process, so that the runner stays small. `empty UPSTREAM CHANNEL_DIR COUNT`,
+    `build FOLDER SPEC_JSON`, or `seed-journal MIRROR_DIR CHANNEL SUBDIR`."""
     match argv:
         case ["empty", upstream, channel_dir, count]:
             empty_file_channel(Path(upstream), Path(channel_dir), int(count))
