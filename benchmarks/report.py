@@ -48,7 +48,7 @@ def _memory_gb() -> float:
 
 
 def engine_revision() -> str:
-    head = _first_line(["git", "-C", str(REPO), "log", "-1", "--format=%h %cs %s"])
+    head = _first_line(["git", "-C", str(REPO), "log", "-1", "--format=%h %cs %s", "--", "mirror_engine"])
     dirty = _first_line(["git", "-C", str(REPO), "status", "--porcelain", "--", "mirror_engine"]) not in ("?", "")
     return f"{head[:80]}{' (with uncommitted changes to mirror_engine/)' if dirty else ''}"
 
@@ -63,13 +63,26 @@ def machine(work: Path, rss_floor: float, load_before: tuple[float, ...]) -> lis
         f"- Python {platform.python_version()} ({sys.executable}); engine at `{engine_revision()}`",
         f"- {_first_line(['nginx', '-v'])}; {' '.join(_first_line(['curl', '--version']).split()[:2])}; "
         f"{_first_line(['aria2c', '--version'])}; {_first_line(['sha256sum', '--version'])}",
-        f"- load average (1, 5, 15 min) before: {_load(load_before)}; after: {_load(os.getloadavg())}. Figures "
-        "taken while other work runs on the machine are noisy: compare ratios within one run, not across runs.",
+        f"- load average (1, 5, 15 min) before: {_load(load_before)}; after: {_load(os.getloadavg())}. "
+        f"{_busy(load_before, os.getloadavg())}",
         f"- Peak RSS of a measured command is at least that of the small process that starts it "
         f"(`benchmarks/launch.py`, {rss_floor:.0f} MB: Linux carries it into a child started by vfork); "
         f"a figure shown as `≤ {rss_floor:.0f}` means the tool used no more than that.",
         "",
     ]
+
+
+def _busy(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    """A warning when other work shared the machine: the 5-minute load before we started is all theirs;
+    over the run (15 minutes after) ours adds about one core, so more than every core means theirs too."""
+    cores = os.cpu_count() or 1
+    if before[1] > 0.5 * cores or after[2] > cores:
+        return (
+            f"**The machine was busy with other work** ({cores} cores): runs of one tool can then differ by tens "
+            "of percent, so a ratio means little unless it exceeds that spread (compare min and median). "
+            "Re-measure on an idle machine before relying on these figures."
+        )
+    return "Compare ratios within one run, not figures across runs."
 
 
 def _load(values: tuple[float, ...]) -> str:
@@ -126,39 +139,43 @@ def targets_table(rows: list[Target]) -> list[str]:
 METHOD = """\
 ## Method
 
-- Every tool runs as a child process of the runner (`benchmarks/run.py`); wall time is measured around
-  it, CPU (user + system) and peak RSS come from the kernel's rusage of its process tree (`os.wait4`):
-  CPU is summed over the tree, peak RSS is that of its largest single process. CPU % above 100 means
-  more than one core. nginx's own CPU is not counted for anyone. MB is 10^6 bytes, MB/s too.
+- Every tool is started by `benchmarks/launch.py`, a small process the runner starts for each run:
+  it measures the wall time from start to exit, and takes CPU (user + system) and peak RSS from the
+  kernel's rusage of the tool's process tree (`os.wait4`): CPU is summed over the tree, peak RSS is
+  that of its largest single process. CPU % above 100 means more than one core. nginx's own CPU is not
+  counted for anyone. MB is 10^6 bytes, MB/s too.
 - The engine runs as `python -m mirror_engine run` with this checkout first on `PYTHONPATH`, with its
   default config (concurrency 16) and only channels, platforms and mirror_dir set; every baseline
   gets the same parallelism of 16.
 - Files come from nginx on 127.0.0.1 (`sendfile on`, keepalive, access log off, one worker), which
   serves them from page cache: the workloads are generated once (seeded, so the same bytes on every
-  machine), kept under `build/bench/workloads/`, and nothing is dropped from cache. Each run writes
-  into an empty folder (deleted between repeats); `sync` runs before each run so that no run pays for
-  the write-back of another's files. The engine fsyncs every file it commits; curl and aria2c do not.
-- Tools take turns within each repeat, so that drift on a shared machine hits all of them alike.
-  Figures are the median of the repeats, min beside it; ratios divide medians of the same run.
-  "engine speed ÷ this" is the baseline's median wall over the engine's: the engine's MB/s divided by
-  the baseline's, and its files/s too, since both move the same files.
+  machine) and kept under `build/bench/workloads/`; each is read once, untimed, before its runs, and
+  nothing is dropped from cache (A30k's 13 GB, with its copy, may not all fit). Each run writes into an
+  empty folder (deleted between repeats); `sync` runs before each run so that no run pays for the
+  write-back of another's files. The engine fsyncs every file it commits; curl and aria2c do not.
+- Tools take turns within each repeat, each repeat starting one tool later, so that drift on a shared
+  machine hits all of them alike and no tool always follows the same one. Figures are the median of the
+  repeats, min beside it; ratios divide medians of the same run. "engine speed ÷ this" is the
+  baseline's median wall over the engine's: the engine's MB/s divided by the baseline's, and its
+  files/s too, since both move the same files.
 - Baselines: `xargs -P 16 curl` with one curl per URL then `sha256sum -c` (what an operator would
   script, verification included); `curl -Z --parallel-max 16` with no verification (the transfer
   ceiling); `aria2c -j 16` with `checksum=sha-256=...` per file in its input file (aria2c checks each
-  file when it completes); `sha256sum -c` of the tree curl just wrote, from page cache (the hashing
-  ceiling of a script on one core: coreutils' own SHA-256 may not use the CPU's SHA instructions, which
-  OpenSSL, and so Python's hashlib, does).
+  file when it completes and fails on a mismatch); `sha256sum -c` of the tree curl just wrote, from
+  page cache (the hashing ceiling of a script on one core: coreutils' own SHA-256 may not use the CPU's
+  SHA instructions, which OpenSSL, and so Python's hashlib, does).
 - Progress: `--progress bar` runs on a pseudo-terminal (120x40) that the runner reads and discards,
   so the live display draws as it would for a person; `--progress log` writes a log line every 10 s.
 - C2 cannot fetch 600,000 files and still measure the index: even empty files cost the engine its full
-  per-file price (a request, a temp file, an fsync, a rename, a journal row; section A measures that).
-  So C2's files are empty (size 0, the sha256 of nothing), already in the mirror, and vouched for by a
-  journal written through the engine's own `Journal` class, as a run interrupted right after its last
-  download leaves it (verified, nothing published). The measured run fetches `repodata.json.zst`,
-  parses, filters and plans all 600,000 records, lists the 600,000 files and reads their journal rows,
-  trusts every one, and publishes repodata.json, .zst, the CEP-16 shards and the pages. Before each
-  repeat the runner puts back the journal and removes what the previous run published. Both C runs
-  check the engine's `--report` (C1: only the pkg_list files fetched; C2: none fetched, all present).
+  per-file price (a request, a temp file, an fsync, a rename, a journal row; section A measures that),
+  which at several hundred files a second would be over ten minutes per run. So C2's files are empty
+  (size 0, the sha256 of nothing), already in the mirror, and vouched for by a journal written through
+  the engine's own `Journal` class, as a run interrupted right after its last download leaves it
+  (verified, nothing published). The measured run fetches `repodata.json.zst`, parses, filters and
+  plans all 600,000 records, lists the 600,000 files and reads their journal rows, trusts every one,
+  and publishes repodata.json, .zst, the CEP-16 shards and the pages. Before each repeat the runner
+  puts back the journal and removes what the previous run published. Both C runs check the engine's
+  `--report` (C1: only the pkg_list files fetched; C2: none fetched, all present).
 """
 
 
