@@ -61,9 +61,14 @@ servers:
 slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# nginx serves the workloads on 127.0.0.1; curl and aria2c are the baselines. BENCH_ARGS selects, e.g.
+# make bench BENCH_ARGS="--sections A B --repeat 1" (see docs/benchmarks.md).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	@command -v nginx >/dev/null || (apt-get update -q && apt-get install -y -q nginx curl)
-	$(BIN)/python -m benchmarks.run
+	@command -v nginx >/dev/null && command -v curl >/dev/null && command -v aria2c >/dev/null || \
+	  ( [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q nginx curl aria2 ) || \
+	  ( echo "make bench needs nginx, curl and aria2c: apt-get install nginx curl aria2 (as root)"; exit 1 )
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
