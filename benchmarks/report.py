@@ -152,7 +152,8 @@ METHOD = """\
   machine) and kept under `build/bench/workloads/`; each is read once, untimed, before its runs, and
   nothing is dropped from cache (A30k's 13 GB, with its copy, may not all fit). Each run writes into an
   empty folder (deleted between repeats); `sync` runs before each run so that no run pays for the
-  write-back of another's files. The engine fsyncs every file it commits; curl and aria2c do not.
+  write-back of another's files. The engine makes every file durable (a syncfs per journal batch);
+  curl and aria2c do not.
 - Tools take turns within each repeat, each repeat starting one tool later, so that drift on a shared
   machine hits all of them alike and no tool always follows the same one. Figures are the median of the
   repeats, min beside it; ratios divide medians of the same run. "engine speed ÷ this" is the
@@ -167,7 +168,7 @@ METHOD = """\
 - Progress: `--progress bar` runs on a pseudo-terminal (120x40) that the runner reads and discards,
   so the live display draws as it would for a person; `--progress log` writes a log line every 10 s.
 - C2 cannot fetch 600,000 files and still measure the index: even empty files cost the engine its full
-  per-file price (a request, a temp file, an fsync, a rename, a journal row; section A measures that),
+  per-file price (a request, a temp file, a rename, a journal row; section A measures that),
   which at several hundred files a second would be over ten minutes per run. So C2's files are empty
   (size 0, the sha256 of nothing), already in the mirror, and vouched for by a journal written through
   the engine's own `Journal` class, as a run interrupted right after its last download leaves it

@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(s for s in SECTIONS if s in chosen)}; repeats: {args.repeat}). Every ratio is against a "
         "baseline measured in the same invocation; see Method for how, and Commands to run it again.",
         "",
+        "What the figures mean, the profiles behind them and what is next: [performance.md](performance.md).",
+        "",
     ]
     doc = [
         *header,
