@@ -34,7 +34,9 @@ class StagedDestination(abc.ABC):
 
     def _clear_staging(self) -> None:
         if self.staging_dir.exists():
-            log.info("%s: clearing files an interrupted run left", self.staging_dir)
+            left = sum(1 for entry in self.staging_dir.iterdir())
+            if left:
+                log.info("%s: removing %d file(s) an interrupted run left", self.staging_dir, left)
             shutil.rmtree(self.staging_dir)
         self.staging_dir.mkdir(parents=True)
 
