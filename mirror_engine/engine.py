@@ -45,6 +45,9 @@ from mirror_engine.transfer import Outcome, TransferItem, TransferResult, downlo
 from mirror_engine.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+# A file this big waits for the workers to be ready rather than taking the main process's one core: with
+# few large files, all of them would otherwise start (and stay) there.
+WAIT_FOR_WORKERS_BYTES = 8_000_000
 Fetch = Callable[[TransferItem, Path, Callable[[int], None]], Awaitable[None]]  # download into a temp path
 
 
@@ -400,6 +403,8 @@ class MirrorRun:
         starting: asyncio.Task[WorkerPool] | None,
     ) -> None:
         async def fetch(item: TransferItem, temp: Path, on_bytes: Callable[[int], None]) -> None:
+            if starting is not None and not starting.done() and item.size >= WAIT_FOR_WORKERS_BYTES:
+                await asyncio.wait([starting])  # a second's wait, against minutes on one busy core
             pool = _ready_pool(starting)
             if pool is not None:
                 await pool.download(item, temp, on_bytes)
