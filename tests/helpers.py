@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,10 @@ def names(doc: dict[str, Any]) -> set[str]:
 
 def leftovers(root: Path) -> list[Path]:
     return [path for path in root.rglob("*.part")]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

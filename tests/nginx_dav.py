@@ -14,6 +14,8 @@ from pathlib import Path
 
 import trustme
 
+from tests.helpers import free_port
+
 USER, PASSWORD = "mirror", "s3cret-Dav-pw"
 NGINX = "/usr/sbin/nginx"
 
@@ -71,12 +73,6 @@ class DavServer:
 def nginx_binary() -> str | None:
     found = shutil.which("nginx") or (NGINX if os.access(NGINX, os.X_OK) else None)
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager

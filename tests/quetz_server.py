@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import time
 import urllib.error
@@ -18,6 +17,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 OWNER = "mirror-owner"
@@ -87,7 +88,7 @@ def running_quetz(venv: Path, workdir: Path) -> Iterator[QuetzServer]:
     _run([quetz, "create", str(deployment)], cwd=workdir, env=env)
     api_key = secrets.token_hex(16)
     _run([str(venv / "bin" / "python"), "-c", SEED, OWNER], cwd=deployment, env={**env, "SEED_API_KEY": api_key})
-    port = _free_port()
+    port = free_port()
     log = workdir / "server.log"
     with log.open("wb") as output:
         server = subprocess.Popen(
@@ -114,13 +115,6 @@ def _run(command: list[str], *, cwd: Path, env: dict[str, str]) -> None:
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:2])} failed ({result.returncode}): {result.stderr[-2000:]}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_ready(server: subprocess.Popen[bytes], url: str, log: Path) -> None:

@@ -17,7 +17,7 @@ import trustme
 from mirror_engine.config import MirrorConfig
 from mirror_engine.demo import build_channel
 from tests.channel_server import ChannelServer
-from tests.helpers import assert_index_sound, make_config, mirror
+from tests.helpers import assert_index_sound, free_port, make_config, mirror
 
 
 @pytest.fixture
@@ -53,12 +53,6 @@ async def test_a_private_ca_is_refused_until_ssl_verify_names_it(
     assert_index_sound(trusted, "noarch", docs["noarch"])
     assert unchecked.exit_code == 0
     assert "ssl_verify: false: upstream TLS certificates are not checked" in caplog.text
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
