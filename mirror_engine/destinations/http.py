@@ -207,7 +207,7 @@ class HttpPutDestination(StagedDestination):
         reply = await self._retrying(lambda: self._request("GET", self._url(subdir, name), {200, 404}, read=True))
         return reply.body if reply.status == 200 else None
 
-    async def stat(self, subdir: str, filename: str) -> FileStat | None:
+    async def stat_stored(self, subdir: str, filename: str) -> FileStat | None:
         """Size from HEAD; mtime 0, as in `listing`, since a PUT store's dates are not ours to compare."""
         reply = await self._retrying(lambda: self._request("HEAD", self._url(subdir, filename), {200, 404}))
         if reply.status == 404:

@@ -23,7 +23,6 @@ import contextlib
 import functools
 import hashlib
 import logging
-import os
 import random
 import ssl
 import time
@@ -98,9 +97,6 @@ class QuetzDestination(StagedDestination):
         self._index_wait = index_wait
         self._rng = random.Random()
         self._session: aiohttp.ClientSession | None = None
-        # Packages this run uploaded or found identical on the server: quetz lists them in its
-        # repodata.json only after indexing in the background, but `stat` must know them at once.
-        self._held: dict[tuple[str, str], FileStat] = {}
 
     @property
     def display(self) -> str:
@@ -235,7 +231,7 @@ class QuetzDestination(StagedDestination):
     async def upload_file(self, source: Path, subdir: str, filename: str) -> None:
         """POST the verified file; quetz checks it against the sha256 we send. A 409 (quetz holds that name
         already) is accepted only if quetz's copy has the same sha256."""
-        sha256, size = await asyncio.to_thread(_sha256_and_size, source)
+        sha256 = await asyncio.to_thread(_sha256, source)
         url = f"{self._server}/api/channels/{quote(self._channel, safe='')}/upload/{quote(filename, safe='')}"
         shown = redact(self._file_url(subdir, filename))
 
@@ -260,8 +256,9 @@ class QuetzDestination(StagedDestination):
                 raise _Transient(f"{shown}: upload failed: HTTP {status}{detail}", PackageRejected)
             raise PackageRejected(f"{shown}: quetz refused the package: HTTP {status}{detail}")
 
+        # quetz lists the file in its repodata.json only after indexing in the background; the staged
+        # base remembers it as committed, so `stat` knows it at once.
         await self._retrying(attempt)
-        self._held[(subdir, filename)] = FileStat(size, 0)
 
     async def _check_server_copy(self, subdir: str, filename: str, sha256: str) -> None:
         """quetz says it has the file: hash what it serves rather than trust the name."""
@@ -287,10 +284,7 @@ class QuetzDestination(StagedDestination):
         records = await self._server_records(subdir)
         return {name: FileStat(_size(record), 0) for name, record in records.items()}
 
-    async def stat(self, subdir: str, filename: str) -> FileStat | None:
-        held = self._held.get((subdir, filename))
-        if held is not None:
-            return held
+    async def stat_stored(self, subdir: str, filename: str) -> FileStat | None:
         if is_package_filename(filename):
             record = (await self._server_records(subdir)).get(filename)
             return None if record is None else FileStat(_size(record), 0)
@@ -300,7 +294,6 @@ class QuetzDestination(StagedDestination):
     async def delete(self, subdir: str, filenames: list[str]) -> None:
         """Delete package versions through quetz's API; a file quetz will not delete stays, with a warning."""
         for filename in filenames:
-            self._held.pop((subdir, filename), None)
             if not is_package_filename(filename):
                 log.debug("%s/%s: not a package; quetz holds no such file", subdir, filename)
                 continue
@@ -416,12 +409,11 @@ async def _detail(response: aiohttp.ClientResponse) -> str:
     return f" ({detail})" if detail else ""
 
 
-def _sha256_and_size(path: Path) -> tuple[str, int]:
+def _sha256(path: Path) -> str:
     # Hashing the verified file again costs well under a second per GB; it spares the engine threading
     # the plan's sha256 through `commit`, and covers old records that carry only an md5.
     with path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256")
-        return digest.hexdigest(), os.fstat(handle.fileno()).st_size
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _records(repodata_json: bytes) -> dict[str, dict[str, Any]]:

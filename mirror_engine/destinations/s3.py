@@ -282,7 +282,7 @@ class S3Destination(StagedDestination):
             self._seen.setdefault(self._key(subdir, name), etags.get(name))
         return found
 
-    async def stat(self, subdir: str, filename: str) -> FileStat | None:
+    async def stat_stored(self, subdir: str, filename: str) -> FileStat | None:
         key = self._key(subdir, filename)
         async with self._s3() as client:
             with self._errors(self._url(key)):

@@ -23,6 +23,7 @@ class StagedDestination(abc.ABC):
 
     def __init__(self, staging_dir: Path) -> None:
         self.staging_dir = staging_dir
+        self._committed: dict[tuple[str, str], FileStat] = {}  # packages this run has stored
 
     @property
     @abc.abstractmethod
@@ -59,9 +60,16 @@ class StagedDestination(abc.ABC):
 
     async def commit(self, temp: Path, subdir: str, filename: str) -> None:
         try:
+            size = (await asyncio.to_thread(temp.stat)).st_size
             await self.upload_file(temp, subdir, filename)
         finally:
             await asyncio.to_thread(temp.unlink, True)
+        # upload_file has confirmed what the store holds: the journal's `stat` right after need not ask again.
+        # A package committed in a run is wanted by it, so none is deleted before the run ends.
+        self._committed[(subdir, filename)] = FileStat(size, 0)
+
+    async def stat(self, subdir: str, filename: str) -> FileStat | None:
+        return self._committed.get((subdir, filename)) or await self.stat_stored(subdir, filename)
 
     @abc.abstractmethod
     async def upload_file(self, source: Path, subdir: str, filename: str) -> None:
@@ -71,7 +79,8 @@ class StagedDestination(abc.ABC):
     async def listing(self, subdir: str) -> dict[str, FileStat]: ...
 
     @abc.abstractmethod
-    async def stat(self, subdir: str, filename: str) -> FileStat | None: ...
+    async def stat_stored(self, subdir: str, filename: str) -> FileStat | None:
+        """What the store holds under that name (size; mtime 0), asked of the store itself."""
 
     @abc.abstractmethod
     async def write_index(self, subdir: str, name: str, data: bytes) -> None: ...

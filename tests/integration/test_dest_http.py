@@ -146,6 +146,8 @@ async def test_second_run_uploads_nothing_and_an_upstream_removal_is_deleted_aft
     config = http_config(tmp_path, dav.url, [str(root)])
     first = await mirror_http(config)
     assert sum(row.downloaded for row in first.rows.values()) == 16
+    package_heads = [r for r in dav.requests() if r[0] == "HEAD" and r[1].endswith((".conda", ".tar.bz2"))]
+    assert len(package_heads) == 16, "one HEAD per upload; the journal's stat asks no more"
     before = len(dav.requests())
 
     second = await mirror_http(config)
