@@ -424,7 +424,7 @@ class MirrorRun:
                 async def work() -> AsyncIterator[tuple[TransferItem, _SubdirJob]]:
                     async for plan in self._plans(reader, subdirs, dry_run=False):
                         job = _SubdirJob(plan, pending=len(plan.transfers))
-                        job.verified.update(item.filename for item in plan.trusted)
+                        job.verified.update(plan.trusted)
                         if job.pending == 0:
                             job.settled.set()
                         publishers.create_task(self._publish_when_settled(job))

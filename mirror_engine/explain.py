@@ -38,9 +38,8 @@ def explain(record: Record, subdir: str, rules: FilterRules) -> tuple[bool, str]
         return False, f"dropped by platforms: {subdir} is not listed"
     verdict = judge(record, rules)
     minor = record_python_minor(record)
-    family = record_family(record.raw.get("license_family"), record.raw.get("license"))
-    license_text = record.raw.get("license")
-    source = "license_family" if record.raw.get("license_family") else f"license {license_text!r}"
+    family = record_family(record.license_family, record.license)
+    source = "license_family" if record.license_family else f"license {record.license!r}"
     reasons = {
         Verdict.KEPT: "selected" + (f" (built for Python {minor})" if minor and rules.python_versions else ""),
         Verdict.PYTHON: f"dropped by python_versions: built for Python {minor}",

@@ -104,7 +104,7 @@ def judge(record: Record, rules: FilterRules) -> Verdict:
         return Verdict.KEPT if record.name in rules.pkg_list else Verdict.PKG_LIST
     dropped: Verdict | None = None
     if rules.license_blacklist and blacklisted(
-        record_family(record.raw.get("license_family"), record.raw.get("license")), rules.license_blacklist
+        record_family(record.license_family, record.license), rules.license_blacklist
     ):
         dropped = Verdict.LICENSE
     elif record.name in rules.blacklist:

@@ -102,7 +102,7 @@ def subdir_page(channel: str, subdir: str, records: Iterable[Record]) -> str:
     """`<channel>/<subdir>/index.html`: every file, newest first per name, sha256 ready to copy."""
 
     def order(record: Record) -> tuple[str, int]:
-        return (record.name.lower(), -_timestamp_ms(record))
+        return (record.name.lower(), -record.timestamp_ms)
 
     rows = "".join(_file_row(record) for record in sorted(records, key=order))
     body = (
@@ -114,18 +114,13 @@ def subdir_page(channel: str, subdir: str, records: Iterable[Record]) -> str:
     return _page(f"{channel}/{subdir}", body)
 
 
-def _timestamp_ms(record: Record) -> int:
-    value = record.raw.get("timestamp")
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-
 def _file_row(record: Record) -> str:
-    built = _timestamp_ms(record) / 1000 or None
+    built = record.timestamp_ms / 1000 or None
     return (
         f"<tr data-name='{escape(record.name.lower())}'>"
         f"<td><a href='{escape(record.filename)}'>{escape(record.filename)}</a></td>"
         f"<td>{escape(record.version)}</td><td>{escape(record.build)}</td><td class='num'>{_mb(record.size or 0)}</td>"
-        f"<td>{escape(str(record.raw.get('license') or ''))}</td><td>{escape(_when(built))}</td>"
+        f"<td>{escape(record.license or '')}</td><td>{escape(_when(built))}</td>"
         f"<td><code>{escape(record.sha256 or record.md5 or '')}</code></td></tr>"
     )
 

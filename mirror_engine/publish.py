@@ -17,7 +17,7 @@ from mirror_engine.channelfiles import filter_sidecar
 from mirror_engine.destinations.base import Destination
 from mirror_engine.pages import subdir_page
 from mirror_engine.plan import SubdirPlan
-from mirror_engine.repodata import Record, Repodata, build_index, compress_zst, encode_index
+from mirror_engine.repodata import Record, Repodata, compress_zst, encode_index
 from mirror_engine.shards import SHARD_INDEX_FILENAME, SHARDS_DIR, build_shard_index, build_shards
 
 SHARD_GRACE_SECONDS = 7 * 86400  # CEP-16: clients holding an older shard index still find its shards
@@ -79,8 +79,7 @@ async def write_index(
     Returns repodata.json's sha256 and the file names of the shards the new shard index names.
     `with_bz2` adds the deprecated repodata.json.bz2, for clients told not to use zstd."""
     removed = list(removed)
-    doc = build_index(subdir, upstream, records, removed)
-    json_bytes = await asyncio.to_thread(encode_index, doc)
+    json_bytes = await asyncio.to_thread(encode_index, subdir, upstream, records, removed)
     zst_bytes = await asyncio.to_thread(compress_zst, json_bytes)
     shards = await asyncio.to_thread(build_shards, records, removed)
     await destination.write_absent(subdir, [(f"{SHARDS_DIR}/{shard.filename}", shard.data) for shard in shards])

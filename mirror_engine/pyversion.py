@@ -23,7 +23,7 @@ def record_python_minor(record: Record) -> str | None:
     if record.name.lower() == "python":
         own = _leading_minor(record.version)
         return _text(own) if own else None
-    if record.raw.get("noarch") == "python":
+    if record.noarch == "python":
         return None
     for dependency in record.depends:
         if isinstance(dependency, str) and dependency[:6].lower() == "python":

@@ -50,8 +50,8 @@ class RunSummary:
         for channel, counts in plan.verdicts.items():
             self.row(channel, plan.subdir).upstream += sum(counts.values())
             self.verdicts.update(counts)
-        for item in plan.trusted:
-            row = self.row(item.channel, plan.subdir)
+        for channel in plan.trusted.values():
+            row = self.row(channel, plan.subdir)
             row.selected += 1
             row.present += 1
         for item in plan.transfers:
@@ -195,7 +195,8 @@ def _filter_line(verdicts: Counter[Verdict]) -> list[str]:
 
 def plan_counts(plan: SubdirPlan) -> str:
     """A plan's summary counts as JSON, kept in the journal so that an unchanged subdir can be reported."""
-    rows: Counter[int] = Counter(item.channel for item in (*plan.trusted, *plan.transfers))
+    rows: Counter[int] = Counter(plan.trusted.values())
+    rows.update(item.channel for item in plan.transfers)
     verdicts: Counter[Verdict] = Counter()
     for counts in plan.verdicts.values():
         verdicts.update(counts)

@@ -123,7 +123,7 @@ def serve_shards(root: Path, docs: dict[str, dict[str, Any]]) -> None:
     """Give the upstream channel CEP-16 shards beside its repodata.json, as conda-forge serves them."""
     for subdir, doc in docs.items():
         records = [
-            Record(filename, section, raw)
+            Record.of(filename, section, raw)
             for section in ("packages", "packages.conda")
             for filename, raw in doc[section].items()
         ]

@@ -15,7 +15,7 @@ def rec(name: str, version: str, build: str = "0", depends: tuple[str, ...] = ()
         "depends": list(depends),
         "subdir": subdir,
     }
-    return Record(f"{name}-{version}-{build}.conda", "packages.conda", raw)
+    return Record.of(f"{name}-{version}-{build}.conda", "packages.conda", raw)
 
 
 def everything(record: Record) -> bool:

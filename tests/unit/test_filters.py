@@ -29,7 +29,7 @@ def record(
         raw["license_family"] = license_family
     if license is not None:
         raw["license"] = license
-    return Record(f"{name}-{version}-{build}.conda", "packages.conda", raw)
+    return Record.of(f"{name}-{version}-{build}.conda", "packages.conda", raw)
 
 
 def kept_names(records: list[Record], rules: FilterRules) -> list[str]:
@@ -249,7 +249,7 @@ def records(draw: st.DrawFn) -> Record:
         raw["license"] = text
     if draw(st.booleans()) and build.startswith("pyh"):
         raw["noarch"] = "python"
-    return Record(f"{name}-1.0-{build}.conda", "packages.conda", raw)
+    return Record.of(f"{name}-1.0-{build}.conda", "packages.conda", raw)
 
 
 def rules_kwargs(with_pkg_list: bool = False) -> st.SearchStrategy[dict[str, list[str]]]:

@@ -6,7 +6,6 @@ import gc
 import threading
 
 from mirror_engine.gcpause import gc_paused, without_gc
-from mirror_engine.shards import _sorted_copy
 
 
 def test_the_collector_is_paused_inside_and_restored_by_the_last_one_out() -> None:
@@ -37,12 +36,3 @@ def test_a_collector_turned_off_by_the_caller_stays_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
-
-
-def test_sorted_copies_sort_nested_keys_even_with_values_json_cannot_hold() -> None:
-    raw = {"b": {"z": 1, "a": [{"y": 2, "x": 3}]}, "a": b"\x00\x01"}
-    copied = _sorted_copy(raw)
-    assert copied == raw and list(copied) == ["a", "b"]
-    assert list(copied["b"]) == ["a", "z"] and list(copied["b"]["a"][0]) == ["x", "y"]
-    json_only = _sorted_copy({"b": 1, "a": {"d": 2, "c": 3}})
-    assert list(json_only) == ["a", "b"] and list(json_only["a"]) == ["c", "d"]

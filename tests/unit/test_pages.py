@@ -11,7 +11,7 @@ EVIL = "<script>alert(1)</script>"
 def record(name: str, license_text: str = "MIT", timestamp: int = 1_700_000_000_000) -> Record:
     raw = {"name": name, "version": "1.0", "build": "0", "size": 1234, "sha256": "ab" * 32, "license": license_text,
            "timestamp": timestamp}  # fmt: skip
-    return Record(f"{name}-1.0-0.conda", "packages.conda", raw)
+    return Record.of(f"{name}-1.0-0.conda", "packages.conda", raw)
 
 
 def test_upstream_text_is_escaped_everywhere() -> None:

@@ -12,7 +12,7 @@ from mirror_engine.repodata import Record
 
 def record(name: str = "pkg", version: str = "1.0", build: str = "h1234_0", **extra: Any) -> Record:
     raw: dict[str, Any] = {"name": name, "version": version, "build": build, **extra}
-    return Record(f"{name}-{version}-{build}.conda", "packages.conda", raw)
+    return Record.of(f"{name}-{version}-{build}.conda", "packages.conda", raw)
 
 
 @pytest.mark.parametrize(

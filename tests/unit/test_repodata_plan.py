@@ -15,7 +15,6 @@ from mirror_engine.plan import Conflict, Known, Rejected, Upstream, plan_subdir
 from mirror_engine.repodata import (
     Record,
     Repodata,
-    build_index,
     compress_zst,
     decompress_zst,
     encode_index,
@@ -47,7 +46,7 @@ def raw(name: str, version: str = "1.0", build: str = "h1234_0", **extra: Any) -
 def rec(filename: str, section: str = "packages.conda", **fields: Any) -> Record:
     stem = filename.removesuffix(".conda").removesuffix(".tar.bz2")
     name, version, build = stem.rsplit("-", 2)
-    return Record(filename, section, {**raw(name, version, build), **fields})
+    return Record.of(filename, section, {**raw(name, version, build), **fields})
 
 
 UPSTREAM_DOC: dict[str, Any] = {
@@ -120,7 +119,7 @@ def test_parse_repodata_rejects_what_it_cannot_trust(data: bytes, problem: str) 
 
 
 def test_zst_round_trip() -> None:
-    data = encode_index(UPSTREAM_DOC)
+    data = orjson.dumps(UPSTREAM_DOC)
     assert decompress_zst(compress_zst(data), SOURCE + ".zst") == data
 
 
@@ -133,28 +132,32 @@ def test_decompress_zst_rejects_garbage(data: bytes) -> None:
 
 
 def test_decompress_zst_rejects_a_truncated_frame() -> None:
-    whole = compress_zst(encode_index(UPSTREAM_DOC))
+    whole = compress_zst(orjson.dumps(UPSTREAM_DOC))
     with pytest.raises(BadRepodata, match=r"repodata\.json\.zst: "):
         decompress_zst(whole[: len(whole) // 2], SOURCE + ".zst")
 
 
-# --- build_index / encode_index ---------------------------------------------------------------------------
+# --- encode_index ----------------------------------------------------------------------------------------
 
 
-def test_build_index_carries_records_over_verbatim() -> None:
+def published(subdir: str, upstream: list[Repodata], records: Any, removed: Any = None) -> dict[str, Any]:
+    doc: dict[str, Any] = orjson.loads(encode_index(subdir, upstream, records, removed))
+    return doc
+
+
+def test_encode_index_carries_records_over_byte_for_byte() -> None:
+    # upstream's own key order, spacing and number spelling: re-encoding a record would change each of them
+    as_served = b'{"zz": 1.50, "name": "odd",  "size": 10,\n "sha256": "%s", "depends": [ ]}' % sha("odd").encode()
+    served = b'{"packages.conda": {"odd-1-0.conda": %s}, "info": {}}' % as_served
+    upstream = parse_repodata(served, SOURCE)
+    data = encode_index("linux-64", [upstream], upstream.records)
+    assert b'"odd-1-0.conda":' + as_served in data
+    assert orjson.loads(data)["packages.conda"]["odd-1-0.conda"] == orjson.loads(as_served)
+
+
+def test_encode_index_drops_base_url_and_keeps_the_rest() -> None:
     upstream = parse_repodata(orjson.dumps(UPSTREAM_DOC), SOURCE)
-    doc = build_index("linux-64", [upstream], upstream.records)
-    for section in ("packages", "packages.conda"):
-        assert doc[section] == UPSTREAM_DOC[section]
-    # and after encoding, byte for byte what upstream served
-    published = orjson.loads(encode_index(doc))
-    for section in ("packages", "packages.conda"):
-        assert published[section] == UPSTREAM_DOC[section]
-
-
-def test_build_index_drops_base_url_and_keeps_the_rest() -> None:
-    upstream = parse_repodata(orjson.dumps(UPSTREAM_DOC), SOURCE)
-    doc = build_index("linux-64", [upstream], upstream.records)
+    doc = published("linux-64", [upstream], upstream.records)
     assert doc["info"] == {"subdir": "linux-64"}
     assert upstream.info["base_url"] == "https://cdn.example.com/main/linux-64/"  # upstream's copy is untouched
     assert doc["removed"] == ["old-0.1-0.tar.bz2"]
@@ -163,17 +166,16 @@ def test_build_index_drops_base_url_and_keeps_the_rest() -> None:
     assert set(doc) == {"info", "packages", "packages.conda", "removed", "repodata_version", "signatures"}
 
 
-def test_build_index_publishes_only_the_given_records() -> None:
+def test_encode_index_publishes_only_the_given_records() -> None:
     upstream = parse_repodata(orjson.dumps(UPSTREAM_DOC), SOURCE)
     kept = [r for r in upstream.records if r.name != "readline"]
-    doc = build_index("linux-64", [upstream], kept)
+    doc = published("linux-64", [upstream], kept)
     assert list(doc["packages.conda"]) == ["numpy-1.26.4-py311h08b1b3b_0.conda"]
     assert list(doc["packages"]) == ["zlib-1.2.13-h5eee18b_0.tar.bz2"]
 
 
-def test_build_index_with_no_upstream_info() -> None:
-    doc = build_index("noarch", [], [])
-    assert doc == {
+def test_encode_index_with_no_upstream_info() -> None:
+    assert published("noarch", [], []) == {
         "info": {"subdir": "noarch"},
         "packages": {},
         "packages.conda": {},
@@ -182,10 +184,10 @@ def test_build_index_with_no_upstream_info() -> None:
     }
 
 
-def test_build_index_unions_removed_in_order() -> None:
+def test_encode_index_unions_removed_in_order() -> None:
     first = Repodata(info={"subdir": "linux-64"}, records=(), removed=("a-1-0.conda", "b-1-0.conda"))
     second = Repodata(info={"subdir": "linux-64", "extra": 1}, records=(), removed=("b-1-0.conda", "c-1-0.conda"))
-    doc = build_index("linux-64", [first, second], [])
+    doc = published("linux-64", [first, second], [])
     assert doc["removed"] == ["a-1-0.conda", "b-1-0.conda", "c-1-0.conda"]
     assert doc["info"] == {"subdir": "linux-64"}  # info comes from the first upstream
 
@@ -195,11 +197,17 @@ def test_encode_index_is_deterministic() -> None:
     reordered_doc = {key: UPSTREAM_DOC[key] for key in reversed(list(UPSTREAM_DOC))}
     reordered_doc["packages.conda"] = dict(reversed(list(UPSTREAM_DOC["packages.conda"].items())))
     reordered = parse_repodata(orjson.dumps(reordered_doc), SOURCE)
-    one = encode_index(build_index("linux-64", [upstream], upstream.records))
-    two = encode_index(build_index("linux-64", [reordered], reversed(reordered.records)))
+    one = encode_index("linux-64", [upstream], upstream.records)
+    two = encode_index("linux-64", [reordered], reversed(reordered.records))
     assert one == two
-    assert hashlib.sha256(one).digest() == hashlib.sha256(two).digest()
-    assert encode_index(orjson.loads(one)) == one
+    assert list(orjson.loads(one)) == sorted(UPSTREAM_DOC)  # top-level keys sorted, records by file name
+    assert list(orjson.loads(one)["packages.conda"]) == sorted(UPSTREAM_DOC["packages.conda"])
+
+
+def test_encode_index_escapes_file_names_as_json() -> None:
+    odd = Record.of('we"ird\\name-1-0.conda', "packages.conda", raw("weird"))
+    doc = published("linux-64", [], [odd])
+    assert list(doc["packages.conda"]) == ['we"ird\\name-1-0.conda']
 
 
 # --- Record -----------------------------------------------------------------------------------------------
@@ -225,7 +233,7 @@ def test_encode_index_is_deterministic() -> None:
     ],
 )
 def test_unusable_records(filename: str, fields: dict[str, Any], problem: str) -> None:
-    record = Record(filename, "packages.conda", {**raw("ok"), **fields})
+    record = Record.of(filename, "packages.conda", {**raw("ok"), **fields})
     reason = record.unusable_because()
     assert reason is not None
     assert problem in reason
@@ -245,11 +253,11 @@ def test_unusable_records(filename: str, fields: dict[str, Any], problem: str) -
     ],
 )
 def test_usable_records(filename: str, fields: dict[str, Any]) -> None:
-    assert Record(filename, "packages.conda", {**raw("ok"), **fields}).unusable_because() is None
+    assert Record.of(filename, "packages.conda", {**raw("ok"), **fields}).unusable_because() is None
 
 
 def test_hashes_are_lower_cased() -> None:
-    record = Record("ok-1.0-0.conda", "packages.conda", {**raw("ok"), "sha256": "AB" * 32, "md5": "CD" * 16})
+    record = Record.of("ok-1.0-0.conda", "packages.conda", {**raw("ok"), "sha256": "AB" * 32, "md5": "CD" * 16})
     assert record.sha256 == "ab" * 32
     assert record.md5 == "cd" * 16
 
@@ -385,7 +393,7 @@ def test_stale_lists_files_no_longer_wanted() -> None:
 
 def test_unusable_records_are_rejected() -> None:
     good = rec("a-1.0-0.conda")
-    evil = Record("../evil.conda", "packages.conda", raw("evil"))
+    evil = Record.of("../evil.conda", "packages.conda", raw("evil"))
     sizeless = rec("b-1.0-0.conda", size=None)
     hashless = rec("c-1.0-0.conda", sha256=None, md5=None)
     plan = plan_subdir(
@@ -470,7 +478,7 @@ def test_journal_trust(known: Known | None, on_disk: FileStat, trusted: bool) ->
         {"a-1.0-0.conda": on_disk},
         {"a-1.0-0.conda": known} if known else {},
     )
-    assert [item.filename for item in plan.trusted] == (["a-1.0-0.conda"] if trusted else [])
+    assert plan.trusted == ({"a-1.0-0.conda": 0} if trusted else {})
     assert [item.check_existing for item in plan.transfers] == ([] if trusted else [on_disk.size == 1000])
     assert plan.stale == []
 

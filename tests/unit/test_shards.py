@@ -7,6 +7,7 @@ import hashlib
 import random
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
 import pytest
 import zstandard
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from mirror_engine.repodata import Record
 from mirror_engine.shards import (
     SHARD_INDEX_VERSION,
     Shard,
+    _pack,
     build_shard_index,
     build_shards,
     name_from_filename,
@@ -45,7 +47,7 @@ def record(name: str, version: str = "1.0", build: str = "h1_0", ext: str = ".co
     }
     raw.update(extra)
     raw = {key: value for key, value in raw.items() if value is not None}  # extra=None drops a field
-    return Record(filename, "packages.conda" if ext == ".conda" else "packages", raw)
+    return Record.of(filename, "packages.conda" if ext == ".conda" else "packages", raw)
 
 
 def unpacked(value: Any) -> Any:
@@ -108,14 +110,14 @@ def test_same_records_in_another_order_give_identical_bytes() -> None:
 
 
 def test_key_order_of_upstream_json_does_not_change_the_bytes() -> None:
-    reordered = [Record(r.filename, r.section, dict(reversed(list(r.raw.items())))) for r in CHANNEL]
+    reordered = [Record.of(r.filename, r.section, dict(reversed(list(r.raw.items())))) for r in CHANNEL]
     assert build_shards(reordered) == build_shards(CHANNEL)
 
 
 def test_a_changed_record_changes_only_its_own_shard() -> None:
     before = {shard.name: shard for shard in build_shards(CHANNEL)}
     patched = [
-        Record(r.filename, r.section, {**r.raw, "depends": ["python >=3.9"]}) if r.name == "numpy" else r
+        Record.of(r.filename, r.section, {**r.raw, "depends": ["python >=3.9"]}) if r.name == "numpy" else r
         for r in CHANNEL
     ]
     after = {shard.name: shard for shard in build_shards(patched)}
@@ -212,7 +214,7 @@ def test_md5_only_and_odd_digests() -> None:
 
 def test_names_are_keyed_lower_case_and_nameless_records_are_left_out() -> None:
     mixed = record("PyQt", "5.9.2", "py37_2")
-    nameless = Record("ghost-1.0-0.conda", "packages.conda", {"version": "1.0", "size": 1})
+    nameless = Record.of("ghost-1.0-0.conda", "packages.conda", {"version": "1.0", "size": 1})
     (shard,) = build_shards([mixed, nameless])
     assert shard.name == "pyqt"
     assert read_shard(shard.data)["packages.conda"][mixed.filename]["name"] == "PyQt"
@@ -296,3 +298,11 @@ def test_property_shards_partition_records_and_ignore_order(recs: list[Record], 
     assert build_shards(shuffled, reversed(gone)) == shards
     index = read_shard_index(build_shard_index("linux-64", reversed(shards)))
     assert index["shards"] == {s.name: s.sha256 for s in shards}
+
+
+def test_packing_sorts_every_map_all_the_way_down_as_msgpack_would() -> None:
+    doc = {"b": {"z": 1, "a": [{"y": 2, "x": b"\x00\x01"}]}, "a": "text", "c": 2**40, "d": 1.5}
+    packed = _pack(doc)
+    assert msgpack.unpackb(packed, raw=False) == doc
+    in_order = {"a": "text", "b": {"a": [{"x": b"\x00\x01", "y": 2}], "z": 1}, "c": 2**40, "d": 1.5}
+    assert packed == msgpack.packb(in_order, use_bin_type=True)  # shard names did not change with the encoder
