@@ -30,6 +30,7 @@ from mirror_engine.destinations.base import Destination, FileStat
 from mirror_engine.errors import ConnectionFailed, DestinationError, DiskFull, MirrorError, WorkerCrashed
 from mirror_engine.explain import Query, explain
 from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, NameSet, judge, subdir_selected
+from mirror_engine.gcpause import gc_paused, hold_frozen, release_frozen
 from mirror_engine.journal import Journal
 from mirror_engine.lock import RunLock
 from mirror_engine.pages import SubdirFacts, channel_page, filters_in_words
@@ -37,7 +38,7 @@ from mirror_engine.plan import Known, SubdirPlan, Upstream, plan_subdir, unchang
 from mirror_engine.pool import run_pool
 from mirror_engine.progress import Reporter
 from mirror_engine.publish import publish_subdir, write_index
-from mirror_engine.repodata import Record, Repodata
+from mirror_engine.repodata import Record, Repodata, parse_repodata
 from mirror_engine.retry import RetryPolicy, with_retries
 from mirror_engine.session import Http, open_session, redact
 from mirror_engine.summary import RunSummary, plan_counts
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 # A file this big waits for the workers to be ready rather than taking the main process's one core: with
 # few large files, all of them would otherwise start (and stay) there.
 WAIT_FOR_WORKERS_BYTES = 8_000_000
+IndexFacts = tuple[frozenset[str], int, int]  # a published index's package names, file count and bytes
 Fetch = Callable[[TransferItem, Path, Callable[[int], None]], Awaitable[None]]  # download into a temp path
 
 
@@ -112,6 +114,7 @@ class MirrorRun:
         self._index_cache: dict[str, list[tuple[int, IndexBytes]]] = {}  # read ahead by include_dependencies
         self._upstream_cache: dict[str, list[Upstream]] = {}
         self._dependencies: dict[str, set[str]] = {}  # subdir -> file names added as dependencies
+        self._published: dict[str, IndexFacts] = {}  # subdir -> what this run's index of it holds
         self.throttle = TokenBucket(config.max_bandwidth_bytes) if config.max_bandwidth_bytes else None
         self._work: asyncio.Task[None] | None = None
 
@@ -281,10 +284,13 @@ class MirrorRun:
         inputs = [(self.channels[i].url, index.sha256) for i, index in indexes]
         inputs += [(name, hashlib.sha256(data).hexdigest()) for name, datas in sidecars.items() for data in datas]
         fingerprint = _fingerprint(self.config, inputs)
-        nothing_yet = dry_run and self.config.destination is None and not self.config.channel_dir.exists()
-        existing = {} if nothing_yet else await self.destination.listing(subdir)
-        known = await self.journal.known(subdir) if self.journal is not None and not self.verify else {}
-        if await self._unchanged(subdir, fingerprint, existing, known):
+        counts = await self._same_inputs_counts(subdir, fingerprint)
+        # One after the other, not at once: listing 600,000 files makes as many syscalls, each of which
+        # gives up the GIL and then waits for it behind the parse (measured: 12 s at once, 11 s in turn).
+        existing, known = await self._holdings(subdir, dry_run=dry_run)
+        if counts is not None and unchanged_on_disk(existing, known):
+            self.summary.add_unchanged(subdir, counts)
+            log.info("%s: unchanged upstream and on disk; index left as it is", subdir)
             return None
         upstreams = self._upstream_cache.pop(subdir, None) or await self._upstreams(reader, subdir, indexes)
         if upstreams is None:
@@ -368,19 +374,25 @@ class MirrorRun:
             log.warning("platforms: no channel has a %s subdir", subdir)
         return indexes
 
-    async def _unchanged(
-        self, subdir: str, fingerprint: str, existing: dict[str, FileStat], known: dict[str, Known]
-    ) -> bool:
-        """Same upstream indexes and filters as the last complete publish, and the same files on disk:
-        the published index is still right, so the subdir is skipped without parsing anything."""
+    async def _same_inputs_counts(self, subdir: str, fingerprint: str) -> str | None:
+        """The summary counts of the last complete publish of the subdir when it had the same upstream
+        indexes and filters: if the destination still holds the same files, that index is still right,
+        and the subdir is skipped without parsing anything."""
         if self.journal is None or self.verify:
-            return False
+            return None
         previous = await self.journal.index_fingerprint(subdir)
-        if previous is None or previous[0] != fingerprint or not unchanged_on_disk(existing, known):
-            return False
-        self.summary.add_unchanged(subdir, previous[1])
-        log.info("%s: unchanged upstream and on disk; index left as it is", subdir)
-        return True
+        return previous[1] if previous is not None and previous[0] == fingerprint else None
+
+    async def _holdings(self, subdir: str, *, dry_run: bool) -> tuple[dict[str, FileStat], dict[str, Known]]:
+        """The destination's package files of a subdir, and what the journal vouches for among them."""
+        nothing_yet = dry_run and self.config.destination is None and not self.config.channel_dir.exists()
+        no_files: dict[str, FileStat] = {}
+        no_vouchers: dict[str, Known] = {}
+        listing = asyncio.sleep(0, no_files) if nothing_yet else self.destination.listing(subdir)
+        journal = None if self.verify else self.journal
+        known = asyncio.sleep(0, no_vouchers) if journal is None else journal.known(subdir)
+        with gc_paused():  # 600,000 FileStats and Knowns, no cycles: see gcpause
+            return await listing, await known
 
     async def _mirror(self, session: Http, reader: ChannelReader, subdirs: list[str]) -> None:
         processes = self.config.worker_processes
@@ -423,6 +435,7 @@ class MirrorRun:
 
                 async def work() -> AsyncIterator[tuple[TransferItem, _SubdirJob]]:
                     async for plan in self._plans(reader, subdirs, dry_run=False):
+                        hold_frozen()  # released when published
                         job = _SubdirJob(plan, pending=len(plan.transfers))
                         job.verified.update(plan.trusted)
                         if job.pending == 0:
@@ -444,10 +457,13 @@ class MirrorRun:
         names_by_subdir: dict[str, set[str]] = {}
         facts: list[SubdirFacts] = []
         for subdir in subdirs:
-            published = await self.destination.read_index(subdir, "repodata.json")
-            if published is not None:
-                names, files, size = await asyncio.to_thread(_index_facts, published)
-                names_by_subdir[subdir] = names
+            known = self._published.get(subdir)
+            if known is None:  # not published by this run: read what an earlier one published
+                published = await self.destination.read_index(subdir, "repodata.json")
+                known = None if published is None else await asyncio.to_thread(_index_facts, published)
+            if known is not None:
+                names, files, size = known
+                names_by_subdir[subdir] = set(names)
                 facts.append(SubdirFacts(subdir, len(names), files, size))
         upstream: list[dict[str, Any]] = []
         notices: bytes | None = None
@@ -468,15 +484,21 @@ class MirrorRun:
             await self.destination.write_index("", "notices.json", notices)
         if self.config.html_pages:
             where: dict[str, list[str]] = {}
-            for subdir, names in names_by_subdir.items():
-                for name in names:
+            for subdir, held in names_by_subdir.items():
+                for name in held:
                     where.setdefault(name, []).append(subdir)
             last_success = time.time() if not self.summary.failures else None
             page = channel_page(self.config.dest_channel, facts, where, filters_in_words(self.config), last_success)
             await self.destination.write_index("", "index.html", page.encode())
 
     async def _publish_when_settled(self, job: _SubdirJob) -> None:
-        await job.settled.wait()
+        try:
+            await job.settled.wait()
+            await self._publish(job)
+        finally:
+            release_frozen()
+
+    async def _publish(self, job: _SubdirJob) -> None:
         plan = job.plan
         published = await publish_subdir(
             self.destination,
@@ -495,6 +517,7 @@ class MirrorRun:
                 fingerprint=self._fingerprints.get(plan.subdir) if complete else None,
                 counts=plan_counts(plan),
             )
+        self._published[plan.subdir] = (published.names, published.files, published.size)
         self.summary.deleted[job.plan.subdir] = len(published.deleted)
         self.summary.published.append(job.plan.subdir)
         log.info("%s: published %d files, deleted %d", job.plan.subdir, published.files, len(published.deleted))
@@ -646,16 +669,13 @@ def _parse_sidecars(subdir: str, sidecars: dict[str, list[bytes]]) -> dict[str, 
 def _published_filenames(repodata_json: bytes | None) -> set[str]:
     if repodata_json is None:
         return set()
-    doc = orjson.loads(repodata_json)
-    return {name for section in ("packages", "packages.conda") for name in doc.get(section, {})}
+    return {record.filename for record in parse_repodata(repodata_json, "published repodata.json").records}
 
 
-def _index_facts(repodata_json: bytes) -> tuple[set[str], int, int]:
+def _index_facts(repodata_json: bytes) -> IndexFacts:
     """Names, file count and total size of a published index (ours: every record has a name and size)."""
-    doc = orjson.loads(repodata_json)
-    records = [r for section in ("packages", "packages.conda") for r in doc.get(section, {}).values()]
-    names = {r["name"] for r in records if isinstance(r, dict) and isinstance(r.get("name"), str)}
-    return names, len(records), sum(int(r.get("size") or 0) for r in records if isinstance(r, dict))
+    records = parse_repodata(repodata_json, "published repodata.json").records
+    return frozenset(record.name for record in records), len(records), sum(record.size or 0 for record in records)
 
 
 def _human_bytes(count: int) -> str:

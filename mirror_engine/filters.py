@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from mirror_engine.licenses import blacklisted, record_family
@@ -67,6 +67,11 @@ class FilterRules:
     blacklist: NameSet = NameSet()
     whitelist: NameSet = NameSet()
     pkg_list: NameSet = NameSet()
+    judges_records: bool = field(init=False, default=False)  # whether any of steps 2-5 may drop a record
+
+    def __post_init__(self) -> None:
+        judges = bool(self.python_versions or self.pkg_list or self.license_blacklist or self.blacklist)
+        object.__setattr__(self, "judges_records", judges)  # frozen; kept right by dataclasses.replace too
 
     @classmethod
     def build(
@@ -96,6 +101,8 @@ def subdir_selected(subdir: str, rules: FilterRules) -> bool:
 
 def judge(record: Record, rules: FilterRules) -> Verdict:
     """Steps 2-5 for one record of a subdir that passed step 1."""
+    if not rules.judges_records:
+        return Verdict.KEPT  # the common full mirror: 600,000 records need no look at all
     if rules.python_versions:
         minor = record_python_minor(record)
         if minor is not None and minor not in rules.python_versions:

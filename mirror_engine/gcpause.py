@@ -38,6 +38,28 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
+_frozen = 0  # subdirs whose planned records are alive: the heap is frozen while any is
+
+
+def hold_frozen() -> None:
+    """A subdir's records and plan will live until it is published: move everything alive now out of the
+    collector's sight (gc.freeze), so that its collections stop walking them again. Measured on a
+    600,000-record subdir: 2.7 s of collections that freed nothing. Still freed by reference counting."""
+    global _frozen
+    with _lock:
+        _frozen += 1
+        gc.freeze()
+
+
+def release_frozen() -> None:
+    """That subdir is done: once no other holds the heap frozen, the collector sees everything again."""
+    global _frozen
+    with _lock:
+        _frozen -= 1
+        if _frozen == 0:
+            gc.unfreeze()
+
+
 def without_gc(function: Callable[P, T]) -> Callable[P, T]:
     """`function` run with the collector paused (see the module's note)."""
 

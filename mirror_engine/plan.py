@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from mirror_engine.destinations.base import FileStat
 from mirror_engine.filters import FilterRules, Verdict, judge
@@ -23,9 +23,9 @@ class Upstream:
     repodata: Repodata
 
 
-@dataclass(frozen=True, slots=True)
-class Known:
-    """What the journal vouches for about a file: its hash as verified, and the stat it had then."""
+class Known(NamedTuple):
+    """What the journal vouches for about a file: its hash as verified, and the stat it had then.
+    A tuple for the speed of making 600,000 of them, as FileStat is."""
 
     sha256: str | None
     md5: str | None
@@ -115,27 +115,30 @@ def plan_subdir(
     rejected: list[Rejected] = []
     for upstream in sorted(upstreams, key=lambda u: u.channel):
         counts = verdicts.setdefault(upstream.channel, Counter())
+        # This loop runs once per upstream record (600,000 in conda-forge's linux-64): kept lean on purpose.
         for record in upstream.repodata.records:
+            filename = record.filename
             verdict = judge(record, rules)
-            if not verdict.kept and record.filename in dependencies:
+            if verdict is not Verdict.KEPT and not verdict.kept:
+                if filename not in dependencies:
+                    counts[verdict] += 1
+                    continue
                 verdict = Verdict.DEPENDENCY
             counts[verdict] += 1
-            if not verdict.kept:
-                continue
             problem = record.unusable_because()
             if problem is not None:
-                rejected.append(Rejected(record.filename, upstream.channel, problem))
+                rejected.append(Rejected(filename, upstream.channel, problem))
                 continue
-            if record.filename in owner:
-                kept_channel, kept = owner[record.filename]
+            if filename in owner:
+                kept_channel, kept = owner[filename]
                 if not _same_file(kept, record):
-                    conflicts.append(Conflict(record.filename, kept_channel, upstream.channel))
+                    conflicts.append(Conflict(filename, kept_channel, upstream.channel))
                 continue
-            owner[record.filename] = (upstream.channel, record)
-            wanted[record.filename] = record
-            on_disk = existing.get(record.filename)
-            if on_disk is not None and _vouched_for(record, on_disk, known.get(record.filename)):
-                trusted[record.filename] = upstream.channel  # no TransferItem: 600,000 of them cost 250 MB
+            owner[filename] = (upstream.channel, record)
+            wanted[filename] = record
+            on_disk = existing.get(filename)
+            if on_disk is not None and _vouched_for(record, on_disk, known.get(filename)):
+                trusted[filename] = upstream.channel  # no TransferItem: 600,000 of them cost 250 MB
             else:
                 transfers.append(_transfer(subdir, upstream, record, on_disk))
     upstream_removed = {name for u in upstreams for name in u.repodata.removed}

@@ -28,6 +28,8 @@ class Published:
     index_sha256: str  # of repodata.json
     files: int
     deleted: tuple[str, ...]
+    names: frozenset[str] = frozenset()  # package names the index holds
+    size: int = 0  # bytes of the files it names
 
 
 async def publish_subdir(
@@ -58,7 +60,8 @@ async def publish_subdir(
     if stale:
         await destination.delete(plan.subdir, list(stale))
     await collect_old_shards(destination, plan.subdir, shard_files, now=time.time() if now is None else now)
-    return Published(index_sha256, len(records), stale)
+    names = frozenset(record.name for record in records)
+    return Published(index_sha256, len(records), stale, names, sum(record.size or 0 for record in records))
 
 
 def _encode_sidecar(docs: tuple[dict[str, Any], ...], held: set[str]) -> bytes:

@@ -48,17 +48,23 @@ class Record:
     of a dict of everything, is what keeps a run of it within 1 GB.
     """
 
-    __slots__ = ("fields", "filename", "json", "section")
+    __slots__ = ("fields", "filename", "json", "md5", "name", "section", "sha256", "size")
 
     def __init__(self, filename: str, section: str, json: RecordBytes, fields: RecordFields) -> None:
         self.filename = filename
         self.section = section
         self.json = json
         self.fields = fields
+        # Checked once here: planning, shards and pages read these for every record, some of them twice.
+        self.name: str = _text(fields.name)
+        value = fields.size
+        self.size: int | None = value if type(value) is int and value >= 0 else None
+        self.sha256: str | None = _hex_digest(fields.sha256, 64)
+        self.md5: str | None = _hex_digest(fields.md5, 32)
 
     @classmethod
     def of(cls, filename: str, section: str, raw: Mapping[str, Any]) -> Record:
-        """A record from its decoded form (shards, tests): its bytes are orjson's encoding of `raw`."""
+        """A record from its decoded form (shards, tests): its bytes are msgspec's encoding of `raw`."""
         data = msgspec.json.encode(raw)  # orjson's bytes keep kilobytes of spare room each
         return cls(filename, section, data, _FIELDS.decode(data))
 
@@ -79,10 +85,6 @@ class Record:
 
     def __repr__(self) -> str:
         return f"Record({self.filename!r}, {self.section!r}, {bytes(self.json)!r})"
-
-    @property
-    def name(self) -> str:
-        return _text(self.fields.name)
 
     @property
     def version(self) -> str:
@@ -120,19 +122,6 @@ class Record:
             return []
         return value if isinstance(value, list) else []
 
-    @property
-    def size(self) -> int | None:
-        value = self.fields.size
-        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-    @property
-    def sha256(self) -> str | None:
-        return _hex_digest(self.fields.sha256, 64)
-
-    @property
-    def md5(self) -> str | None:
-        return _hex_digest(self.fields.md5, 32)
-
     def unusable_because(self) -> str | None:
         """Why we cannot mirror this record safely, or None when we can."""
         if not _SAFE_FILENAME.fullmatch(self.filename):
@@ -154,16 +143,21 @@ def is_package_filename(name: str) -> bool:
     return name.endswith((".tar.bz2", ".conda")) and not name.startswith(".")
 
 
+_LOWER_HEX = {64: re.compile("[0-9a-f]{64}"), 32: re.compile("[0-9a-f]{32}")}
+
+
 def _hex_digest(value: object, length: int) -> str | None:
     if not isinstance(value, str) or len(value) != length:
         return None
+    if _LOWER_HEX[length].fullmatch(value):
+        return value  # as nearly every record has it: no copy
     try:  # fromhex is C-fast, but skips whitespace: the decoded length catches that
         valid = len(bytes.fromhex(value)) * 2 == length
     except ValueError:
         return None
     if not valid:
         return None
-    return value if value.islower() or value.isdigit() else value.lower()  # lower() always makes a copy
+    return value.lower()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 IndexUpdate = Callable[[bytes | None], bytes]  # the current bytes (None: absent) -> the bytes to write
 
 
-@dataclass(frozen=True, slots=True)
-class FileStat:
+class FileStat(NamedTuple):
+    """A file's size and mtime as listed. A tuple, not a frozen dataclass: made 600,000 times by the
+    listing of a conda-forge-sized subdir, where a dataclass's __init__ alone took a second."""
+
     size: int
     mtime_ns: int
 

@@ -98,20 +98,28 @@ class LocalDestination:
     async def write_absent(self, subdir: str, files: list[tuple[str, bytes]]) -> int:
         """Content-addressed files (shards): write those not there yet, all durable before this returns."""
 
+        # A 600,000-record subdir has 25,000 shards: one listing per folder instead of a stat per file,
+        # and plain os calls, took their writing from 2.7 s to a fraction of that.
         def write_all() -> int:
             written = 0
+            present: dict[Path, set[str]] = {}
             for name, data in files:
                 path = self.channel_dir / subdir / name
-                if path.exists():
+                folder = path.parent
+                if folder not in present:
+                    with _os_errors(folder):
+                        folder.mkdir(parents=True, exist_ok=True)
+                        present[folder] = set(os.listdir(folder))
+                if path.name in present[folder]:
                     continue
-                temp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+                temp = folder / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
                 with _os_errors(temp):
-                    path.parent.mkdir(parents=True, exist_ok=True)
                     try:
-                        temp.write_bytes(data)
+                        _write_new(temp, data)
                         os.replace(temp, path)
-                    finally:
+                    except BaseException:
                         temp.unlink(missing_ok=True)
+                        raise
                 written += 1
             if written:
                 self.make_durable()  # one flush for thousands of small files, instead of an fsync each
@@ -174,6 +182,16 @@ def _remove_temps(folder: Path) -> int:
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _SYNCFS = getattr(_LIBC, "syncfs", None)  # Linux; elsewhere os.sync(), which flushes every filesystem
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides, as for write_bytes
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def sync_filesystem(folder: Path) -> None:
