@@ -105,13 +105,14 @@ class _Matcher:
 
 def _package_record(record: Record) -> PackageRecord | None:
     """rattler's view of a record (name, version, build) for matching; None if rattler cannot read it."""
+    details = record.details
     try:
         return PackageRecord(
             name=record.name,
-            version=record.version,
-            build=BuildString(record.build),
-            build_number=int(record.raw.get("build_number") or 0),
-            subdir=str(record.raw.get("subdir") or "noarch"),
+            version=details.version,
+            build=BuildString(details.build),
+            build_number=int(details.build_number or 0),
+            subdir=str(details.subdir or "noarch"),
         )
     except Exception:  # rattler raises its own types for unreadable versions; such a record never matches
         return None

@@ -38,8 +38,9 @@ def explain(record: Record, subdir: str, rules: FilterRules) -> tuple[bool, str]
         return False, f"dropped by platforms: {subdir} is not listed"
     verdict = judge(record, rules)
     minor = record_python_minor(record)
-    family = record_family(record.license_family, record.license)
-    source = "license_family" if record.license_family else f"license {record.license!r}"
+    details = record.details
+    family = record_family(details.license_family, details.license)
+    source = "license_family" if details.license_family else f"license {details.license!r}"
     reasons = {
         Verdict.KEPT: "selected" + (f" (built for Python {minor})" if minor and rules.python_versions else ""),
         Verdict.PYTHON: f"dropped by python_versions: built for Python {minor}",

@@ -110,15 +110,18 @@ def judge(record: Record, rules: FilterRules) -> Verdict:
     if rules.pkg_list:
         return Verdict.KEPT if record.name in rules.pkg_list else Verdict.PKG_LIST
     dropped: Verdict | None = None
-    if rules.license_blacklist and blacklisted(
-        record_family(record.license_family, record.license), rules.license_blacklist
-    ):
+    if rules.license_blacklist and blacklisted(record_family_of(record), rules.license_blacklist):
         dropped = Verdict.LICENSE
     elif record.name in rules.blacklist:
         dropped = Verdict.BLACKLIST
     if dropped is None:
         return Verdict.KEPT
     return Verdict.RESCUED if record.name in rules.whitelist else dropped
+
+
+def record_family_of(record: Record) -> str:
+    details = record.details
+    return record_family(details.license_family, details.license)
 
 
 def select(records: Iterable[Record], rules: FilterRules) -> list[Record]:

@@ -64,7 +64,7 @@ class SubdirPlan:
     upstream: tuple[Repodata, ...]
     wanted: Mapping[str, Record]  # filename -> the record we publish when its file is verified
     transfers: tuple[TransferItem, ...]  # wanted files to fetch, or whose copy on disk must be hashed
-    existing: Mapping[str, FileStat]  # package files in the destination when planned
+    stale: tuple[str, ...]  # in the destination, not named by the new index: deleted after it is published
     trusted: Mapping[str, int] = field(default_factory=dict)  # file name -> channel: vouched for, nothing to do
     verdicts: Mapping[int, Counter[Verdict]] = field(default_factory=dict)  # per channel
     conflicts: tuple[Conflict, ...] = ()
@@ -79,12 +79,6 @@ class SubdirPlan:
     @property
     def fetch_count(self) -> int:
         return sum(1 for item in self.transfers if not item.check_existing)
-
-    @property
-    def stale(self) -> list[str]:
-        """Files in the destination that the new index will not name: deleted after it is published."""
-        keep = set(self.retired)
-        return sorted(name for name in self.existing if name not in self.wanted and name not in keep)
 
 
 @without_gc
@@ -143,17 +137,22 @@ def plan_subdir(
                 transfers.append(_transfer(subdir, upstream, record, on_disk))
     upstream_removed = {name for u in upstreams for name in u.repodata.removed}
     retired = [name for name in sorted(existing) if name in upstream_removed and name not in wanted]
+    if not keep_removed:
+        retired = []
+    # The plan keeps no listing: for 600,000 files it would hold 150 MB until the subdir is published.
+    keep = set(retired)
+    stale = tuple(sorted(name for name in existing if name not in wanted and name not in keep))
     return SubdirPlan(
         subdir=subdir,
         upstream=tuple(u.repodata for u in sorted(upstreams, key=lambda u: u.channel)),
         wanted=wanted,
         transfers=tuple(transfers),
-        existing=existing,
+        stale=stale,
         trusted=trusted,
         verdicts=verdicts,
         conflicts=tuple(conflicts),
         rejected=tuple(rejected),
-        retired=tuple(retired) if keep_removed else (),
+        retired=tuple(retired),
     )
 
 

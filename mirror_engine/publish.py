@@ -15,12 +15,14 @@ import orjson
 
 from mirror_engine.channelfiles import filter_sidecar
 from mirror_engine.destinations.base import Destination
+from mirror_engine.gcpause import without_gc
 from mirror_engine.pages import subdir_page
 from mirror_engine.plan import SubdirPlan
 from mirror_engine.repodata import Record, Repodata, compress_zst, encode_index
-from mirror_engine.shards import SHARD_INDEX_FILENAME, SHARDS_DIR, build_shard_index, build_shards
+from mirror_engine.shards import SHARD_INDEX_FILENAME, SHARDS_DIR, Shard, shard_batches, shard_filename, shard_index
 
 SHARD_GRACE_SECONDS = 7 * 86400  # CEP-16: clients holding an older shard index still find its shards
+SHARD_BATCH = 2000  # shards built, then written, at a time: all 25,000 of a 600,000-record subdir took 150 MB
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +57,8 @@ async def publish_subdir(
     )
     if page_title is not None:  # after repodata.json, from the same records
         page = await asyncio.to_thread(subdir_page, page_title, plan.subdir, records)
-        await destination.write_index(plan.subdir, "index.html", page.encode())
-    stale = tuple(plan.stale)
+        await destination.write_index(plan.subdir, "index.html", page)
+    stale = plan.stale
     if stale:
         await destination.delete(plan.subdir, list(stale))
     await collect_old_shards(destination, plan.subdir, shard_files, now=time.time() if now is None else now)
@@ -82,19 +84,37 @@ async def write_index(
     Returns repodata.json's sha256 and the file names of the shards the new shard index names.
     `with_bz2` adds the deprecated repodata.json.bz2, for clients told not to use zstd."""
     removed = list(removed)
+    # Shards first: no index names them yet, and written before repodata.json is built, the two never
+    # take memory at the same time (600,000 records: 150 MB of shards, 320 MB of json and zst).
+    digests = await _write_shards(destination, subdir, records, removed)
     json_bytes = await asyncio.to_thread(encode_index, subdir, upstream, records, removed)
     zst_bytes = await asyncio.to_thread(compress_zst, json_bytes)
-    shards = await asyncio.to_thread(build_shards, records, removed)
-    await destination.write_absent(subdir, [(f"{SHARDS_DIR}/{shard.filename}", shard.data) for shard in shards])
     created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    shard_index = await asyncio.to_thread(build_shard_index, subdir, shards, created_at=created_at)
-    await destination.write_index(subdir, SHARD_INDEX_FILENAME, shard_index)
+    index_bytes = await asyncio.to_thread(shard_index, subdir, digests, created_at=created_at)
+    await destination.write_index(subdir, SHARD_INDEX_FILENAME, index_bytes)
     if with_bz2:
         await destination.write_index(subdir, "repodata.json.bz2", await asyncio.to_thread(bz2.compress, json_bytes))
     # .zst before plain .json, as conda's own indexers do; each rename is atomic on its own.
     await destination.write_index(subdir, "repodata.json.zst", zst_bytes)
     await destination.write_index(subdir, "repodata.json", json_bytes)
-    return hashlib.sha256(json_bytes).hexdigest(), frozenset(shard.filename for shard in shards)
+    return hashlib.sha256(json_bytes).hexdigest(), frozenset(shard_filename(digest) for digest in digests.values())
+
+
+async def _write_shards(
+    destination: Destination, subdir: str, records: Collection[Record], removed: list[str]
+) -> dict[str, bytes]:
+    """Build and write the subdir's shards a batch at a time; returns package name -> shard sha256."""
+    batches = shard_batches(records, removed, size=SHARD_BATCH)
+
+    @without_gc
+    def next_batch() -> list[Shard]:
+        return next(batches, [])
+
+    digests: dict[str, bytes] = {}
+    while batch := await asyncio.to_thread(next_batch):
+        await destination.write_absent(subdir, [(f"{SHARDS_DIR}/{shard.filename}", shard.data) for shard in batch])
+        digests.update((shard.name, shard.sha256) for shard in batch)
+    return digests
 
 
 async def collect_old_shards(destination: Destination, subdir: str, named: Collection[str], *, now: float) -> list[str]:

@@ -20,17 +20,18 @@ _PYTHON_DEPS = ("python", "python_abi")
 
 
 def record_python_minor(record: Record) -> str | None:
+    details = record.details
     if record.name.lower() == "python":
-        own = _leading_minor(record.version)
+        own = _leading_minor(details.version)
         return _text(own) if own else None
-    if record.noarch == "python":
+    if details.noarch == "python":
         return None
-    for dependency in record.depends:
+    for dependency in details.depends:
         if isinstance(dependency, str) and dependency[:6].lower() == "python":
             pinned = _dependency_minor(dependency)
             if pinned is not None:
                 return pinned
-    return _build_tag_minor(record.build)
+    return _build_tag_minor(details.build)
 
 
 # A channel has hundreds of thousands of records but only a few hundred distinct python pins and

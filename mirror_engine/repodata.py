@@ -21,58 +21,118 @@ RecordBytes = bytes | msgspec.Raw  # a Raw is a slice of the index it was decode
 _EMPTY_LIST = msgspec.Raw(b"[]")
 
 
-class RecordFields(msgspec.Struct, gc=False):
-    """The fields of a record that filters and plans read, decoded from its bytes; every other field stays
-    in the bytes only. Typed Any: one odd value must not fail a whole index (unusable_because judges it)."""
+class _Checked(msgspec.Struct, gc=False):
+    """The fields every record is checked and planned by, decoded once when the index is parsed. Typed
+    Any: one odd value must not fail a whole index (Record.unusable_because judges it)."""
 
     name: Any = None
-    version: Any = None
-    build: Any = None
     size: Any = None
     sha256: Any = None
     md5: Any = None
-    license: Any = None
-    license_family: Any = None
+
+
+class RecordDetails(msgspec.Struct, gc=False):
+    """Fields that only some filters, the pages and the dependency closure read: decoded from a record's
+    bytes when asked for (`Record.details`), so that 600,000 records do not each hold them."""
+
+    version_: Any = msgspec.field(name="version", default=None)
+    build_: Any = msgspec.field(name="build", default=None)
+    build_number: Any = None
+    subdir: Any = None
+    license_: Any = msgspec.field(name="license", default=None)
+    license_family_: Any = msgspec.field(name="license_family", default=None)
     noarch: Any = None
     timestamp: Any = None
-    depends: msgspec.Raw = _EMPTY_LIST  # decoded when read: most runs never look at it
+    md5: Any = None
+    depends_: msgspec.Raw = msgspec.field(name="depends", default=_EMPTY_LIST)
+
+    @property
+    def version(self) -> str:
+        return _text(self.version_)
+
+    @property
+    def build(self) -> str:
+        return _text(self.build_)
+
+    @property
+    def license(self) -> str | None:
+        return self.license_ if isinstance(self.license_, str) else None
+
+    @property
+    def license_family(self) -> str | None:
+        return self.license_family_ if isinstance(self.license_family_, str) else None
+
+    @property
+    def timestamp_ms(self) -> int:
+        value = self.timestamp
+        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+    @property
+    def depends(self) -> list[object]:
+        """Upstream's list as it is (items unchecked)."""
+        try:
+            value = orjson.loads(memoryview(self.depends_))
+        except orjson.JSONDecodeError:
+            return []
+        return value if isinstance(value, list) else []
 
 
-_FIELDS = msgspec.json.Decoder(RecordFields)
+_CHECKED = msgspec.json.Decoder(_Checked)
+_DETAILS = msgspec.json.Decoder(RecordDetails)
 
 
 class Record:
     """One upstream record: `json` is exactly the bytes upstream served for it, and is what we publish.
 
-    A conda-forge subdir has 600,000 records: holding each as its bytes and a few decoded fields, instead
-    of a dict of everything, is what keeps a run of it within 1 GB.
+    A conda-forge subdir has 600,000 records: each holds its bytes (a slice of the served index) and the
+    few checked fields every step reads; the rest is decoded from the bytes where needed (`details`).
     """
 
-    __slots__ = ("fields", "filename", "json", "md5", "name", "section", "sha256", "size")
+    __slots__ = ("_md5", "filename", "json", "name", "section", "sha256", "size")
 
-    def __init__(self, filename: str, section: str, json: RecordBytes, fields: RecordFields) -> None:
+    def __init__(self, filename: str, section: str, json: RecordBytes) -> None:
         self.filename = filename
         self.section = section
         self.json = json
-        self.fields = fields
-        # Checked once here: planning, shards and pages read these for every record, some of them twice.
-        self.name: str = _text(fields.name)
-        value = fields.size
+        checked = _CHECKED.decode(json)
+        self.name: str = _text(checked.name)
+        value = checked.size
         self.size: int | None = value if type(value) is int and value >= 0 else None
-        self.sha256: str | None = _hex_digest(fields.sha256, 64)
-        self.md5: str | None = _hex_digest(fields.md5, 32)
+        self.sha256: str | None = checked_digest(checked.sha256, 64)
+        # md5 is read only where a record has no sha256: 600,000 others need not hold one
+        self._md5: str | None = checked_digest(checked.md5, 32) if self.sha256 is None else None
 
     @classmethod
     def of(cls, filename: str, section: str, raw: Mapping[str, Any]) -> Record:
         """A record from its decoded form (shards, tests): its bytes are msgspec's encoding of `raw`."""
-        data = msgspec.json.encode(raw)  # orjson's bytes keep kilobytes of spare room each
-        return cls(filename, section, data, _FIELDS.decode(data))
+        return cls(filename, section, msgspec.json.encode(raw))  # orjson's bytes keep kB of spare room each
 
     @property
     def raw(self) -> JsonObject:
         """The whole record, decoded anew on each call: read it where a few records need it, not in loops."""
         doc: JsonObject = orjson.loads(memoryview(self.json))
         return doc
+
+    @property
+    def details(self) -> RecordDetails:
+        """The fields beyond the checked ones, decoded anew on each call: read it once per record."""
+        return _DETAILS.decode(self.json)
+
+    @property
+    def md5(self) -> str | None:
+        return self._md5 if self.sha256 is None else checked_digest(self.details.md5, 32)
+
+    @property
+    def version(self) -> str:
+        return self.details.version
+
+    @property
+    def build(self) -> str:
+        return self.details.build
+
+    @property
+    def depends(self) -> list[object]:
+        return self.details.depends
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Record):
@@ -86,42 +146,6 @@ class Record:
     def __repr__(self) -> str:
         return f"Record({self.filename!r}, {self.section!r}, {bytes(self.json)!r})"
 
-    @property
-    def version(self) -> str:
-        return _text(self.fields.version)
-
-    @property
-    def build(self) -> str:
-        return _text(self.fields.build)
-
-    @property
-    def license(self) -> str | None:
-        value = self.fields.license
-        return value if isinstance(value, str) else None
-
-    @property
-    def license_family(self) -> str | None:
-        value = self.fields.license_family
-        return value if isinstance(value, str) else None
-
-    @property
-    def noarch(self) -> object:
-        return self.fields.noarch
-
-    @property
-    def timestamp_ms(self) -> int:
-        value = self.fields.timestamp
-        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-    @property
-    def depends(self) -> list[object]:
-        """Upstream's list as it is (items unchecked)."""
-        try:
-            value = orjson.loads(memoryview(self.fields.depends))
-        except orjson.JSONDecodeError:
-            return []
-        return value if isinstance(value, list) else []
-
     def unusable_because(self) -> str | None:
         """Why we cannot mirror this record safely, or None when we can."""
         if not _SAFE_FILENAME.fullmatch(self.filename):
@@ -130,7 +154,7 @@ class Record:
             return "record has no name"
         if self.size is None:
             return "record has no valid size"
-        if self.sha256 is None and self.md5 is None:
+        if self.sha256 is None and self._md5 is None:
             return "record has neither a valid sha256 nor md5"
         return None
 
@@ -146,7 +170,8 @@ def is_package_filename(name: str) -> bool:
 _LOWER_HEX = {64: re.compile("[0-9a-f]{64}"), 32: re.compile("[0-9a-f]{32}")}
 
 
-def _hex_digest(value: object, length: int) -> str | None:
+def checked_digest(value: object, length: int) -> str | None:
+    """`value` as lower-case hex when it is a hex digest of `length` digits, else None."""
     if not isinstance(value, str) or len(value) != length:
         return None
     if _LOWER_HEX[length].fullmatch(value):
@@ -193,7 +218,7 @@ _RAW_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])  # keys decoded, valu
 def parse_repodata(data: bytes, source: str) -> Repodata:
     """Parse repodata.json bytes; any shape we cannot trust is a BadRepodata naming the source and key.
 
-    Records stay as upstream's bytes plus the few fields we read (RecordFields): msgspec decodes a
+    Records stay as upstream's bytes plus the few fields every step reads (Record): msgspec decodes a
     600,000-record index this way in a fraction of the time and memory of a dict per record.
     """
     try:
@@ -224,7 +249,7 @@ def parse_repodata(data: bytes, source: str) -> Repodata:
 
 def _record(filename: str, section: str, raw: msgspec.Raw, source: str) -> Record:
     try:
-        return Record(filename, section, raw, _FIELDS.decode(raw))
+        return Record(filename, section, raw)
     except msgspec.ValidationError:
         raise BadRepodata(f"{source}: {section}[{filename!r}]: not an object") from None
 

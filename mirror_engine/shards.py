@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,7 +31,7 @@ import zstandard
 
 from mirror_engine.errors import BadRepodata
 from mirror_engine.gcpause import without_gc
-from mirror_engine.repodata import SECTIONS, Record, Repodata, decompress_zst, is_package_filename
+from mirror_engine.repodata import SECTIONS, Record, Repodata, checked_digest, decompress_zst, is_package_filename
 
 SHARD_INDEX_FILENAME = "repodata_shards.msgpack.zst"
 SHARDS_DIR = "shards"
@@ -45,7 +45,7 @@ SHARDS_BASE_URL = f"./{SHARDS_DIR}/"
 # 2.7x faster over 600k records for shards 1.6 % bigger.
 ZSTD_LEVEL = 3
 _JSON = msgspec.json.Decoder()
-_DIGESTS = ("sha256", "md5")  # hex in repodata.json, raw bytes in shards
+_DIGESTS = (("sha256", 64), ("md5", 32))  # hex digits in repodata.json, raw bytes in shards
 _EXTENSIONS = (".tar.bz2", ".conda")
 # rattler reads created_at as an RFC 3339 timestamp and rejects the whole index if it is not one.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
@@ -65,7 +65,12 @@ class Shard:
 
     @property
     def filename(self) -> str:
-        return f"{self.sha256.hex()}.msgpack.zst"
+        return shard_filename(self.sha256)
+
+
+def shard_filename(sha256: bytes) -> str:
+    """A shard's file name: the hex sha256 of its bytes."""
+    return f"{sha256.hex()}.msgpack.zst"
 
 
 def shard_key(name: str) -> str:
@@ -86,7 +91,13 @@ def name_from_filename(filename: str) -> str | None:
 
 @without_gc
 def build_shards(records: Iterable[Record], removed: Iterable[str] = ()) -> list[Shard]:
-    """One shard per package name, sorted by name; records are decoded one shard at a time, never changed.
+    """Every shard of `records` at once (see shard_batches)."""
+    return [shard for batch in shard_batches(records, removed, size=1000) for shard in batch]
+
+
+def shard_batches(records: Iterable[Record], removed: Iterable[str] = (), *, size: int) -> Iterator[list[Shard]]:
+    """One shard per package name, sorted by name, `size` at a time; records are decoded one shard at a
+    time and never changed. In batches because the shards of 600,000 records take 150 MB at once.
 
     Records without a name are left out: no client could look them up. A later record with the same
     section and file name replaces an earlier one, as in `encode_index`. A `removed` file name joins the
@@ -113,11 +124,21 @@ def build_shards(records: Iterable[Record], removed: Iterable[str] = ()) -> list
         doc["removed"] = sorted(removed_by_name.get(key, ()))
         data = compressor.compress(_pack(doc))
         shards.append(Shard(key, data, hashlib.sha256(data).digest()))
-    return shards
+        if len(shards) == size:
+            yield shards
+            shards = []
+    if shards:
+        yield shards
 
 
 def build_shard_index(subdir: str, shards: Iterable[Shard], *, created_at: str | None = None) -> bytes:
-    """The bytes of `<subdir>/repodata_shards.msgpack.zst` naming `shards`.
+    """The bytes of `<subdir>/repodata_shards.msgpack.zst` naming `shards` (see shard_index)."""
+    return shard_index(subdir, {shard.name: shard.sha256 for shard in shards}, created_at=created_at)
+
+
+def shard_index(subdir: str, digests: Mapping[str, bytes], *, created_at: str | None = None) -> bytes:
+    """The bytes of `<subdir>/repodata_shards.msgpack.zst` naming the shards `digests` gives: package
+    name -> the 32-byte sha256 of its shard file.
 
     `created_at` is an RFC 3339 time such as "2024-07-22T10:00:00Z" (rattler refuses anything else);
     it is left out when None, so the same shards then always give the same index bytes.
@@ -128,8 +149,7 @@ def build_shard_index(subdir: str, shards: Iterable[Shard], *, created_at: str |
             raise ValueError(f"created_at {created_at!r} is not an RFC 3339 time like 2024-07-22T10:00:00Z")
         datetime.fromisoformat(created_at)  # month 13, hour 25, ...: ValueError
         info["created_at"] = created_at
-    names = {shard.name: shard.sha256 for shard in sorted(shards, key=lambda shard: shard.name)}
-    doc = {"info": info, "shards": names, "version": SHARD_INDEX_VERSION}
+    doc = {"info": info, "shards": dict(digests), "version": SHARD_INDEX_VERSION}
     return _compressor().compress(_pack(doc))
 
 
@@ -149,10 +169,10 @@ def _shard_record(record: Record) -> dict[str, Any]:
     A digest that is not valid hex stays as upstream wrote it, just as repodata.json carries it.
     """
     doc: dict[str, Any] = _JSON.decode(record.json)
-    if record.sha256 is not None:
-        doc["sha256"] = bytes.fromhex(record.sha256)
-    if record.md5 is not None:
-        doc["md5"] = bytes.fromhex(record.md5)
+    for key, length in _DIGESTS:
+        digest = checked_digest(doc.get(key), length)
+        if digest is not None:
+            doc[key] = bytes.fromhex(digest)
     return doc
 
 
@@ -214,4 +234,5 @@ def repodata_from_shards(index: dict[str, Any], shards: Iterable[dict[str, Any]]
 
 
 def _hex_digests(raw: dict[str, Any]) -> dict[str, Any]:
-    return {key: value.hex() if key in _DIGESTS and isinstance(value, bytes) else value for key, value in raw.items()}
+    digests = {key for key, _ in _DIGESTS}
+    return {key: value.hex() if key in digests and isinstance(value, bytes) else value for key, value in raw.items()}

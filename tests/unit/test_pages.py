@@ -15,7 +15,7 @@ def record(name: str, license_text: str = "MIT", timestamp: int = 1_700_000_000_
 
 
 def test_upstream_text_is_escaped_everywhere() -> None:
-    page = subdir_page("demo", "noarch", [record("evil", EVIL), record("a<b>", "MIT")])
+    page = subdir_page("demo", "noarch", [record("evil", EVIL), record("a<b>", "MIT")]).decode()
     assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>" not in page and "a&lt;b&gt;" in page
     channel = channel_page("demo", [SubdirFacts("noarch", 1, 1, 10)], {"x'><img src=x>": ["noarch"]}, [EVIL], None)
@@ -27,7 +27,7 @@ def test_upstream_text_is_escaped_everywhere() -> None:
 def test_subdir_page_lists_files_newest_first_per_name_with_sha256() -> None:
     page = subdir_page(
         "demo", "noarch", [record("b"), record("a", timestamp=1), record("a", timestamp=2_000_000_000_000)]
-    )
+    ).decode()
     rows = [line for line in page.split("<tr data-name=")[1:]]
     assert [row.split("'")[1] for row in rows] == ["a", "a", "b"]
     assert "2033-05-18" in rows[0] and "ab" * 32 in page

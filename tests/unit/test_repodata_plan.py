@@ -305,7 +305,7 @@ def test_plan_fetches_every_wanted_file() -> None:
     assert (plan.fetch_count, plan.fetch_bytes, len(plan.transfers)) == (2, 2000, 2)
     assert plan.conflicts == ()
     assert plan.rejected == ()
-    assert plan.stale == []
+    assert plan.stale == ()
 
 
 def test_plan_uses_md5_only_when_there_is_no_sha256() -> None:
@@ -371,7 +371,7 @@ def test_existing_file_with_matching_size_is_checked_not_fetched() -> None:
         "c-1.0-0.conda": False,
     }
     assert (plan.fetch_count, len(plan.transfers) - plan.fetch_count, plan.fetch_bytes) == (2, 1, 2000)
-    assert plan.existing == existing
+    assert plan.stale == ()  # both listed files are wanted
 
 
 def test_stale_lists_files_no_longer_wanted() -> None:
@@ -387,7 +387,7 @@ def test_stale_lists_files_no_longer_wanted() -> None:
         }.items()
     }
     plan = plan_subdir("linux-64", [upstream(0, a, b)], rules, existing)
-    assert plan.stale == ["b-1.0-0.conda", "old-0.1-0.conda", "zz-0.1-0.tar.bz2"]
+    assert plan.stale == ("b-1.0-0.conda", "old-0.1-0.conda", "zz-0.1-0.tar.bz2")
     assert list(plan.wanted) == ["a-1.0-0.conda"]
 
 
@@ -480,7 +480,7 @@ def test_journal_trust(known: Known | None, on_disk: FileStat, trusted: bool) ->
     )
     assert plan.trusted == ({"a-1.0-0.conda": 0} if trusted else {})
     assert [item.check_existing for item in plan.transfers] == ([] if trusted else [on_disk.size == 1000])
-    assert plan.stale == []
+    assert plan.stale == ()
 
 
 def test_md5_only_records_are_trusted_by_md5() -> None:
