@@ -72,6 +72,16 @@ class _SubdirJob:
     pending: int
     verified: set[str] = field(default_factory=set)
     settled: asyncio.Event = field(default_factory=asyncio.Event)
+    frozen: bool = False  # holds the heap frozen (gcpause) from its plan until it is published or abandoned
+
+    def freeze(self) -> None:
+        hold_frozen()
+        self.frozen = True
+
+    def thaw(self) -> None:
+        if self.frozen:
+            self.frozen = False
+            release_frozen()
 
     def settle(self, result: TransferResult) -> None:
         if result.outcome is not Outcome.FAILED:
@@ -386,13 +396,11 @@ class MirrorRun:
     async def _holdings(self, subdir: str, *, dry_run: bool) -> tuple[dict[str, FileStat], dict[str, Known]]:
         """The destination's package files of a subdir, and what the journal vouches for among them."""
         nothing_yet = dry_run and self.config.destination is None and not self.config.channel_dir.exists()
-        no_files: dict[str, FileStat] = {}
-        no_vouchers: dict[str, Known] = {}
-        listing = asyncio.sleep(0, no_files) if nothing_yet else self.destination.listing(subdir)
         journal = None if self.verify else self.journal
-        known = asyncio.sleep(0, no_vouchers) if journal is None else journal.known(subdir)
         with gc_paused():  # 600,000 FileStats and Knowns, no cycles: see gcpause
-            return await listing, await known
+            existing = {} if nothing_yet else await self.destination.listing(subdir)
+            known = {} if journal is None else await journal.known(subdir)
+        return existing, known
 
     async def _mirror(self, session: Http, reader: ChannelReader, subdirs: list[str]) -> None:
         processes = self.config.worker_processes
@@ -430,13 +438,15 @@ class MirrorRun:
             self.reporter.finished_file(result)
             job.settle(result)
 
+        jobs: list[_SubdirJob] = []
         try:
             async with asyncio.TaskGroup() as publishers:
 
                 async def work() -> AsyncIterator[tuple[TransferItem, _SubdirJob]]:
                     async for plan in self._plans(reader, subdirs, dry_run=False):
-                        hold_frozen()  # released when published
                         job = _SubdirJob(plan, pending=len(plan.transfers))
+                        jobs.append(job)
+                        job.freeze()
                         job.verified.update(plan.trusted)
                         if job.pending == 0:
                             job.settled.set()
@@ -447,6 +457,9 @@ class MirrorRun:
                 await run_pool(work(), handle, workers=self.config.concurrency)
         except BaseExceptionGroup as group:
             raise _first_mirror_error(group) or group from None
+        finally:
+            for job in jobs:  # a publisher cancelled before it started never thawed its job
+                job.thaw()
         if ALWAYS_MIRRORED_SUBDIR not in self.summary.published:
             await self._ensure_noarch()
         if self.summary.published:
@@ -496,7 +509,7 @@ class MirrorRun:
             await job.settled.wait()
             await self._publish(job)
         finally:
-            release_frozen()
+            job.thaw()
 
     async def _publish(self, job: _SubdirJob) -> None:
         plan = job.plan

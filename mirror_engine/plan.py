@@ -101,7 +101,7 @@ def plan_subdir(
     """
     known = known or {}
     wanted: dict[str, Record] = {}
-    owner: dict[str, tuple[int, Record]] = {}
+    owner: dict[str, int] = {}  # file name -> channel its record came from, when there are several channels
     transfers: list[TransferItem] = []
     trusted: dict[str, int] = {}
     verdicts: dict[int, Counter[Verdict]] = {}
@@ -123,13 +123,14 @@ def plan_subdir(
             if problem is not None:
                 rejected.append(Rejected(filename, upstream.channel, problem))
                 continue
-            if filename in owner:
-                kept_channel, kept = owner[filename]
+            kept = wanted.get(filename)
+            if kept is not None:
                 if not _same_file(kept, record):
-                    conflicts.append(Conflict(filename, kept_channel, upstream.channel))
+                    conflicts.append(Conflict(filename, owner.get(filename, upstream.channel), upstream.channel))
                 continue
-            owner[filename] = (upstream.channel, record)
             wanted[filename] = record
+            if len(upstreams) > 1:
+                owner[filename] = upstream.channel
             on_disk = existing.get(filename)
             if on_disk is not None and _vouched_for(record, on_disk, known.get(filename)):
                 trusted[filename] = upstream.channel  # no TransferItem: 600,000 of them cost 250 MB

@@ -121,12 +121,13 @@ def release_leaks(*, retrieve: bool = True) -> None:
     """Close the locks and journals a failed run left open, and (if `retrieve`) take the exceptions of its
     tasks, so that no later test meets them when they are collected (the bugs pinned below leak them)."""
     for leaked in gc.get_objects():  # before collecting: garbage not yet collected is listed too
-        if isinstance(leaked, RunLock):
+        kind = type(leaked)  # not isinstance: on a dead weakref.proxy among the garbage it raises ReferenceError
+        if issubclass(kind, RunLock):
             leaked.release()
-        elif isinstance(leaked, Journal) and leaked._db is not None:
+        elif issubclass(kind, Journal) and leaked._db is not None:
             leaked._executor.submit(leaked._close).result()  # the connection belongs to its thread
             leaked._executor.shutdown()
-        elif retrieve and isinstance(leaked, asyncio.Task) and leaked.done() and not leaked.cancelled():
+        elif retrieve and issubclass(kind, asyncio.Task) and leaked.done() and not leaked.cancelled():
             leaked.exception()  # else its __del__ logs "Task exception was never retrieved", at any time
     gc.collect()
 

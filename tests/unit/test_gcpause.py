@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 
-from mirror_engine.gcpause import gc_paused, without_gc
+from mirror_engine.gcpause import gc_paused, hold_frozen, release_frozen, without_gc
 
 
 def test_the_collector_is_paused_inside_and_restored_by_the_last_one_out() -> None:
@@ -36,3 +36,13 @@ def test_a_collector_turned_off_by_the_caller_stays_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_the_heap_stays_frozen_until_the_last_holder_releases_it() -> None:
+    hold_frozen()
+    hold_frozen()
+    assert gc.get_freeze_count() > 0
+    release_frozen()
+    assert gc.get_freeze_count() > 0, "the other holder still holds it"
+    release_frozen()
+    assert gc.get_freeze_count() == 0
