@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -82,29 +82,36 @@ class _Sink:
         self._lock = threading.RLock()
         self._discarded = False
 
-    def absorb(self, data: bytes) -> None:
+    def absorb(self, *chunks: bytes) -> None:
+        """Hash and write `chunks` as they came off the socket: joining them first would copy every byte."""
         with self._lock:
             if self._discarded:
                 raise ShortBody(f"{self.path}: written after the download was abandoned")
-            self._sha256.update(data)
-            if self._md5 is not None:
-                self._md5.update(data)
-            _destination_call(self.path, lambda: self._open().write(data))
-            self.size += len(data)
+            for data in chunks:
+                self._sha256.update(data)
+                if self._md5 is not None:
+                    self._md5.update(data)
+            _destination_call(self.path, lambda: self._write(chunks))
+            self.size += sum(map(len, chunks))
+
+    def _write(self, chunks: tuple[bytes, ...]) -> None:
+        file = self._open()
+        for data in chunks:
+            file.write(data)
 
     def _open(self) -> BinaryIO:
         if self._file is None:
             self._file = open(self.path, "xb")  # noqa: SIM115 - closed in finish or discard
         return self._file
 
-    def finish(self, tail: bytes, item: TransferItem, source: str) -> None:
+    def finish(self, tail: list[bytes], item: TransferItem, source: str) -> None:
         """Take the last bytes, verify size and hash, and close; raises on a mismatch.
 
         No fsync here: the destination makes packages durable in batches (`Destination.make_durable`)
         before the journal records them as verified, and before an index names them.
         """
         with self._lock:
-            self.absorb(tail)
+            self.absorb(*tail)
             self.check(item, source)
             _destination_call(self.path, lambda: self._open().close())
 
@@ -151,7 +158,7 @@ async def download(
     sink = _Sink(temp_path, with_md5)
     try:
         tail = await _stream(session, item, sink, on_bytes, throttle)
-        if sink.size == 0 and len(tail) <= INLINE_BYTES:  # a small package: hashed and written right here
+        if sink.size == 0 and item.size <= INLINE_BYTES:  # a small package: hashed and written right here
             sink.finish(tail, item, redact(item.url))
         else:
             await asyncio.to_thread(sink.finish, tail, item, redact(item.url))
@@ -166,8 +173,12 @@ async def _stream(
     sink: _Sink,
     on_bytes: Callable[[int], None],
     throttle: TokenBucket | None,
-) -> bytes:
-    """Stream the body into `sink` a block at a time; returns the last, partial block for `finish`."""
+) -> list[bytes]:
+    """Stream the body into `sink` a block at a time; returns the last, partial block for `finish`.
+
+    A block is the list of chunks aiohttp received, each read with `readchunk` (one buffered piece, where
+    `iter_any` joins what is buffered into a new bytes), handed to the sink's thread without a copy.
+    """
     url = redact(item.url)
     try:
         async with session.get(item.url, headers={"Accept-Encoding": "identity"}) as response:
@@ -177,23 +188,34 @@ async def _stream(
             promised = response.content_length
             if promised is not None and promised != item.size:
                 raise ShortBody(f"{url}: server sends {promised} bytes, the record says {item.size}")
-            buffer = bytearray()
-            received = 0
-            async for chunk in response.content.iter_any():
+            block: list[bytes] = []
+            buffered = received = 0
+            async for chunk in _pieces(response.content):
                 received += len(chunk)
                 if received > item.size:
                     raise ShortBody(f"{url}: more than the {item.size} bytes the record says")
-                buffer += chunk
+                block.append(chunk)
+                buffered += len(chunk)
                 if throttle is not None:
                     await throttle.take(len(chunk))
-                if len(buffer) >= BLOCK:
-                    await asyncio.to_thread(sink.absorb, bytes(buffer))
-                    on_bytes(len(buffer))
-                    buffer.clear()
-            on_bytes(len(buffer))
-            return bytes(buffer)
+                if buffered >= BLOCK:
+                    await asyncio.to_thread(sink.absorb, *block)
+                    on_bytes(buffered)
+                    block, buffered = [], 0
+            on_bytes(buffered)
+            return block
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise client_error(url, exc) from None
+
+
+async def _pieces(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The body as aiohttp buffered it, piece by piece, without joining pieces into new bytes."""
+    while True:
+        piece, chunk_end = await content.readchunk()
+        if piece:
+            yield piece
+        elif not chunk_end:  # (b"", True) only marks a boundary of a chunked body; (b"", False) is the end
+            return
 
 
 def _copy_local(source: Path, item: TransferItem, temp_path: Path, with_md5: bool) -> None:
@@ -209,7 +231,7 @@ def _copy_local(source: Path, item: TransferItem, temp_path: Path, with_md5: boo
                 sink.absorb(block)
                 if sink.size > item.size:
                     break
-        sink.finish(b"", item, str(source))
+        sink.finish([], item, str(source))
     except BaseException:
         sink.discard()
         raise
