@@ -33,7 +33,7 @@ T = TypeVar("T")
 BLOCK = 1 << 20  # bytes handed to a thread at once: large enough that hashlib releases the GIL for long
 # A body this small is hashed and written in the event loop (~0.2 ms): cheaper than a hop to a thread and
 # back, whose wake-ups (futex) cost more system time than the copy itself on a run of small packages.
-INLINE_BYTES = 256 * 1024
+INLINE_BYTES = BLOCK
 
 
 @dataclass(frozen=True, slots=True)
