@@ -109,6 +109,7 @@ class _Worker:
         self.pending: dict[int, tuple[asyncio.Future[FileStat | None], Callable[[int], None]]] = {}
         self.reader_task: asyncio.Task[None] | None = None
         self.outbox = _Outbox(self._write)
+        self.crashed: WorkerCrashed | None = None  # set once the process has exited
 
     def send_now(self, message: object) -> None:
         self._write(_encode(message))
@@ -127,6 +128,7 @@ class _Worker:
                 self._take(kind, ident, value)
         code = await self.process.wait()
         crash = WorkerCrashed(f"transfer worker {self.number} exited (code {code}) with {len(self.pending)} file(s)")
+        self.crashed = crash
         if not self.ready.done():
             self.ready.set_exception(crash)
         for future, _ in self.pending.values():
@@ -206,6 +208,8 @@ class WorkerPool:
         cancel that comes too late to stop that leaves a file no journal vouches for, which the next
         run hashes, as after a kill -9 between a rename and the journal's commit."""
         worker = min(self._workers, key=lambda w: len(w.pending))
+        if worker.crashed is not None:  # died between two files: nothing would ever answer this one
+            raise worker.crashed
         ident = self._next_id
         self._next_id += 1
         future: asyncio.Future[FileStat | None] = asyncio.get_running_loop().create_future()
