@@ -31,8 +31,9 @@ from mirror_engine.session import Http, client_error, redact
 
 T = TypeVar("T")
 BLOCK = 1 << 20  # bytes handed to a thread at once: large enough that hashlib releases the GIL for long
-# A body this small is hashed and written in the event loop (~0.2 ms): cheaper than a hop to a thread and
-# back, whose wake-ups (futex) cost more system time than the copy itself on a run of small packages.
+# A body this small is hashed and written in the event loop (~0.5 ms at most): cheaper than a hop to a
+# thread and back, whose wake-ups (futex) cost more system time than the work itself on a run of small
+# packages; with one process per core there is no idle core for the thread anyway.
 INLINE_BYTES = BLOCK
 
 
@@ -65,10 +66,11 @@ class TransferResult:
 
 
 class _Sink:
-    """A temporary file that hashes what it is given; its methods run in a worker thread.
+    """A temporary file that hashes what it is given; its methods run in a thread, or in the event loop
+    for a body of up to INLINE_BYTES.
 
-    The file is created on the first write, so that a small package costs one thread hop in all:
-    create, write, hash, check and close together in `finish`.
+    The file is created on the first write, so that a small package costs one call in all (no thread
+    hop): create, write, hash, check and close together in `finish`.
     """
 
     def __init__(self, path: Path, with_md5: bool) -> None:
