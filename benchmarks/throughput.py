@@ -4,6 +4,10 @@ Every tool downloads every file of the workload into an empty folder, from nginx
 it from page cache; the tools take turns within each repeat, so drift on the machine hits all alike.
 Before each run the output folder is deleted and `sync` writes back what the previous run left dirty,
 so that no run pays for another's writes; nothing is dropped from page cache.
+
+With MIRROR_ENGINE_BASELINE set to another checkout (a `git worktree` of the commit to compare with), A and
+B also run the engine from there, in the same turns: a change is then measured against its parent on the
+same machine at the same moment, which a shared 2-core box makes the only fair comparison.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +83,10 @@ def tools(*, progress: bool) -> list[Tool]:
         Tool(SHA256SUM, ["sha256sum", "--quiet", "-c", "../SHA256SUMS"], None, cwd="curl-z"),
         Tool(ARIA2, [*aria2, "--allow-overwrite=true", "--auto-file-renaming=false"], "aria2"),
     ]
+    baseline = os.environ.get("MIRROR_ENGINE_BASELINE")
+    if baseline:  # its own code first on the path; its workers follow the code they were imported from
+        run = ["env", f"PYTHONPATH={baseline}", sys.executable, "-m", "mirror_engine", "run", "engine.yaml"]
+        listed.insert(1, Tool(f"engine at {baseline}", [*run, "-q", "--progress", "none"], "engine-out", mirrored))
     if progress:  # -q keeps the log quiet, so that the bar is all that differs from the first run
         listed.append(Tool(BAR, engine("engine.yaml", "-q", "--progress", "bar"), "engine-out", mirrored, tty=True))
         listed.append(Tool(LOG, engine("engine.yaml", "--progress", "log"), "engine-out", mirrored))

@@ -11,7 +11,7 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from mirror_engine.closure import Candidate, close_over, universes
 from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations import make_destination
 from mirror_engine.destinations.base import Destination, FileStat
+from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.errors import ConnectionFailed, DestinationError, DiskFull, MirrorError, WorkerCrashed
 from mirror_engine.explain import Query, explain
 from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, NameSet, judge, subdir_selected
@@ -50,7 +51,11 @@ log = logging.getLogger(__name__)
 # few large files, all of them would otherwise start (and stay) there.
 WAIT_FOR_WORKERS_BYTES = 8_000_000
 IndexFacts = tuple[frozenset[str], int, int]  # a published index's package names, file count and bytes
-Fetch = Callable[[TransferItem, Path, Callable[[int], None]], Awaitable[None]]  # download into a temp path
+# Download into a temp path; with a final path, a worker may also rename the verified file there and
+# return its stat (None: still at the temp path, to commit).
+Fetch = Callable[[TransferItem, Path, Path | None, Callable[[int], None]], Awaitable[FileStat | None]]
+# Files transferred but not yet reported, per download slot: their journal rows wait for one commit.
+SETTLING_PER_SLOT = 8
 
 
 def rules_from_config(config: MirrorConfig) -> FilterRules:
@@ -89,6 +94,46 @@ class _SubdirJob:
         self.pending -= 1
         if self.pending <= 0:
             self.settled.set()
+
+
+class _Settler:
+    """Transferred files whose journal rows are queued, reported done (summary, reporter, their subdir's
+    count) only once the journal has committed those rows, and so made the files durable first.
+
+    The download slot does not wait for that commit (a filesystem sync: tens of milliseconds when much
+    was written), it takes its next file; at most `limit` files wait here, so memory stays flat.
+    """
+
+    def __init__(
+        self,
+        journal: Journal | None,
+        report: Callable[[TransferResult, _SubdirJob], None],
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+        limit: int,
+    ) -> None:
+        self._journal = journal
+        self._report = report
+        self._spawn = spawn  # in the run's task group: a failed journal commit stops the run
+        self._room = asyncio.Semaphore(limit)
+        self._waiting: list[tuple[TransferResult, _SubdirJob]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def add(self, result: TransferResult, job: _SubdirJob) -> None:
+        if self._journal is None:
+            self._report(result, job)
+            return
+        await self._room.acquire()
+        self._waiting.append((result, job))
+        if self._draining is None or self._draining.done():
+            self._draining = self._spawn(self._drain(self._journal))
+
+    async def _drain(self, journal: Journal) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            await journal.flush()  # every row queued before this call is committed when it returns
+            for result, job in batch:
+                self._report(result, job)
+                self._room.release()
 
 
 class MirrorRun:
@@ -422,25 +467,32 @@ class MirrorRun:
         subdirs: list[str],
         starting: asyncio.Task[WorkerPool] | None,
     ) -> None:
-        async def fetch(item: TransferItem, temp: Path, on_bytes: Callable[[int], None]) -> None:
+        async def fetch(
+            item: TransferItem, temp: Path, final: Path | None, on_bytes: Callable[[int], None]
+        ) -> FileStat | None:
             if starting is not None and not starting.done() and item.size >= WAIT_FOR_WORKERS_BYTES:
                 await asyncio.wait([starting])  # a second's wait, against minutes on one busy core
             pool = _ready_pool(starting)
             if pool is not None:
-                await pool.download(item, temp, on_bytes)
-            else:
-                await download(session, item, temp, on_bytes, self.throttle)
+                return await pool.download(item, temp, on_bytes, final)
+            await download(session, item, temp, on_bytes, self.throttle)
+            return None
 
-        async def handle(work_item: tuple[TransferItem, _SubdirJob]) -> None:
-            item, job = work_item
-            result = await self._transfer(fetch, item)
+        def report(result: TransferResult, job: _SubdirJob) -> None:
             self.summary.add_result(result, self.clock())
             self.reporter.finished_file(result)
             job.settle(result)
 
+        async def handle(work_item: tuple[TransferItem, _SubdirJob]) -> None:
+            item, job = work_item
+            await settler.add(await self._transfer(fetch, item), job)
+
         jobs: list[_SubdirJob] = []
         try:
             async with asyncio.TaskGroup() as publishers:
+                settler = _Settler(
+                    self.journal, report, publishers.create_task, SETTLING_PER_SLOT * self.config.concurrency
+                )
 
                 async def work() -> AsyncIterator[tuple[TransferItem, _SubdirJob]]:
                     async for plan in self._plans(reader, subdirs, dry_run=False):
@@ -541,14 +593,21 @@ class MirrorRun:
             await write_index(self.destination, ALWAYS_MIRRORED_SUBDIR, (), ())
 
     async def _transfer(self, fetch: Fetch, item: TransferItem) -> TransferResult:
+        """Fetch, verify and commit one file, and queue its journal row; the caller reports it only after
+        the journal has committed that row (`_Settler`)."""
         final = self.destination.final_path(item.subdir, item.filename)
         if item.check_existing and final is not None and await asyncio.to_thread(file_matches, final, item):
-            await self._journal_verified(item)
+            await self._journal_verified(item, None)
             return TransferResult(item, Outcome.PRESENT)
         if self.journal is not None:
             self.journal.downloading(item.subdir, item.filename)
+        # A worker renames into place itself where that is all a commit is: one rename and stat less here.
+        local = self.destination if isinstance(self.destination, LocalDestination) else None
+        in_place = local.commit_path(item.subdir, item.filename) if local is not None else None
+        stat: FileStat | None = None
 
         async def attempt() -> None:
+            nonlocal stat
             received = 0
 
             def count(nbytes: int) -> None:
@@ -561,8 +620,9 @@ class MirrorRun:
                 temp = self.destination.temp_path(item.subdir, item.filename)
                 try:
                     async with asyncio.timeout(self.config.file_timeout):
-                        await fetch(item, temp, count)
-                    await self.destination.commit(temp, item.subdir, item.filename)
+                        stat = await fetch(item, temp, in_place, count)
+                    if stat is None:
+                        await self.destination.commit(temp, item.subdir, item.filename)
                 except BaseException:
                     # A worker hands a verified file over when it answers; a stop that lands between its
                     # answer and the commit leaves the file to us.
@@ -597,7 +657,7 @@ class MirrorRun:
             if self.journal is not None:
                 self.journal.failed(item.subdir, item.filename, str(error))
             return TransferResult(item, Outcome.FAILED, error=str(error))
-        await self._journal_verified(item)
+        await self._journal_verified(item, stat)
         return TransferResult(item, Outcome.DOWNLOADED, nbytes=item.size)
 
     async def _ensure_free_space(self, item: TransferItem) -> None:
@@ -614,13 +674,15 @@ class MirrorRun:
                 f"{item.size / 1e6:.1f} MB and min_free_space keeps {floor / 1e9:.2f} GB"
             )
 
-    async def _journal_verified(self, item: TransferItem) -> None:
-        """Record a verified file with the stat it has now, so later runs trust it without reading it."""
+    async def _journal_verified(self, item: TransferItem, stat: FileStat | None) -> None:
+        """Queue the row of a verified file with the stat it has now (`stat`, when the worker that put it
+        in place took it), so later runs trust it without reading it; `_Settler` waits for its commit."""
         if self.journal is None:
             return
-        stat = await self.destination.stat(item.subdir, item.filename)
+        if stat is None:
+            stat = await self.destination.stat(item.subdir, item.filename)
         if stat is not None:
-            await self.journal.verified(
+            self.journal.queue_verified(
                 item.subdir, item.filename, sha256=item.sha256, md5=item.md5, size=stat.size, mtime_ns=stat.mtime_ns
             )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -31,9 +31,10 @@ from mirror_engine.session import Http, client_error, redact
 
 T = TypeVar("T")
 BLOCK = 1 << 20  # bytes handed to a thread at once: large enough that hashlib releases the GIL for long
-# A body this small is hashed and written in the event loop (~0.2 ms): cheaper than a hop to a thread and
-# back, whose wake-ups (futex) cost more system time than the copy itself on a run of small packages.
-INLINE_BYTES = 256 * 1024
+# A body this small is hashed and written in the event loop (~0.5 ms at most): cheaper than a hop to a
+# thread and back, whose wake-ups (futex) cost more system time than the work itself on a run of small
+# packages; with one process per core there is no idle core for the thread anyway.
+INLINE_BYTES = BLOCK
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +66,11 @@ class TransferResult:
 
 
 class _Sink:
-    """A temporary file that hashes what it is given; its methods run in a worker thread.
+    """A temporary file that hashes what it is given; its methods run in a thread, or in the event loop
+    for a body of up to INLINE_BYTES.
 
-    The file is created on the first write, so that a small package costs one thread hop in all:
-    create, write, hash, check and close together in `finish`.
+    The file is created on the first write, so that a small package costs one call in all (no thread
+    hop): create, write, hash, check and close together in `finish`.
     """
 
     def __init__(self, path: Path, with_md5: bool) -> None:
@@ -82,29 +84,36 @@ class _Sink:
         self._lock = threading.RLock()
         self._discarded = False
 
-    def absorb(self, data: bytes) -> None:
+    def absorb(self, *chunks: bytes) -> None:
+        """Hash and write `chunks` as they came off the socket: joining them first would copy every byte."""
         with self._lock:
             if self._discarded:
                 raise ShortBody(f"{self.path}: written after the download was abandoned")
-            self._sha256.update(data)
-            if self._md5 is not None:
-                self._md5.update(data)
-            _destination_call(self.path, lambda: self._open().write(data))
-            self.size += len(data)
+            for data in chunks:
+                self._sha256.update(data)
+                if self._md5 is not None:
+                    self._md5.update(data)
+            _destination_call(self.path, lambda: self._write(chunks))
+            self.size += sum(map(len, chunks))
+
+    def _write(self, chunks: tuple[bytes, ...]) -> None:
+        file = self._open()
+        for data in chunks:
+            file.write(data)
 
     def _open(self) -> BinaryIO:
         if self._file is None:
             self._file = open(self.path, "xb")  # noqa: SIM115 - closed in finish or discard
         return self._file
 
-    def finish(self, tail: bytes, item: TransferItem, source: str) -> None:
+    def finish(self, tail: list[bytes], item: TransferItem, source: str) -> None:
         """Take the last bytes, verify size and hash, and close; raises on a mismatch.
 
         No fsync here: the destination makes packages durable in batches (`Destination.make_durable`)
         before the journal records them as verified, and before an index names them.
         """
         with self._lock:
-            self.absorb(tail)
+            self.absorb(*tail)
             self.check(item, source)
             _destination_call(self.path, lambda: self._open().close())
 
@@ -151,7 +160,7 @@ async def download(
     sink = _Sink(temp_path, with_md5)
     try:
         tail = await _stream(session, item, sink, on_bytes, throttle)
-        if sink.size == 0 and len(tail) <= INLINE_BYTES:  # a small package: hashed and written right here
+        if sink.size == 0 and item.size <= INLINE_BYTES:  # a small package: hashed and written right here
             sink.finish(tail, item, redact(item.url))
         else:
             await asyncio.to_thread(sink.finish, tail, item, redact(item.url))
@@ -166,8 +175,12 @@ async def _stream(
     sink: _Sink,
     on_bytes: Callable[[int], None],
     throttle: TokenBucket | None,
-) -> bytes:
-    """Stream the body into `sink` a block at a time; returns the last, partial block for `finish`."""
+) -> list[bytes]:
+    """Stream the body into `sink` a block at a time; returns the last, partial block for `finish`.
+
+    A block is the list of chunks aiohttp received, each read with `readchunk` (one buffered piece, where
+    `iter_any` joins what is buffered into a new bytes), handed to the sink's thread without a copy.
+    """
     url = redact(item.url)
     try:
         async with session.get(item.url, headers={"Accept-Encoding": "identity"}) as response:
@@ -177,23 +190,34 @@ async def _stream(
             promised = response.content_length
             if promised is not None and promised != item.size:
                 raise ShortBody(f"{url}: server sends {promised} bytes, the record says {item.size}")
-            buffer = bytearray()
-            received = 0
-            async for chunk in response.content.iter_any():
+            block: list[bytes] = []
+            buffered = received = 0
+            async for chunk in _pieces(response.content):
                 received += len(chunk)
                 if received > item.size:
                     raise ShortBody(f"{url}: more than the {item.size} bytes the record says")
-                buffer += chunk
+                block.append(chunk)
+                buffered += len(chunk)
                 if throttle is not None:
                     await throttle.take(len(chunk))
-                if len(buffer) >= BLOCK:
-                    await asyncio.to_thread(sink.absorb, bytes(buffer))
-                    on_bytes(len(buffer))
-                    buffer.clear()
-            on_bytes(len(buffer))
-            return bytes(buffer)
+                if buffered >= BLOCK:
+                    await asyncio.to_thread(sink.absorb, *block)
+                    on_bytes(buffered)
+                    block, buffered = [], 0
+            on_bytes(buffered)
+            return block
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise client_error(url, exc) from None
+
+
+async def _pieces(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The body as aiohttp buffered it, piece by piece, without joining pieces into new bytes."""
+    while True:
+        piece, chunk_end = await content.readchunk()
+        if piece:
+            yield piece
+        elif not chunk_end:  # (b"", True) only marks a boundary of a chunked body; (b"", False) is the end
+            return
 
 
 def _copy_local(source: Path, item: TransferItem, temp_path: Path, with_md5: bool) -> None:
@@ -209,7 +233,7 @@ def _copy_local(source: Path, item: TransferItem, temp_path: Path, with_md5: boo
                 sink.absorb(block)
                 if sink.size > item.size:
                     break
-        sink.finish(b"", item, str(source))
+        sink.finish([], item, str(source))
     except BaseException:
         sink.discard()
         raise

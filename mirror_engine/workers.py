@@ -2,15 +2,21 @@
 
 One event loop that streams, hashes and writes is CPU-bound on one core well below what a local network
 and disk deliver. The parent keeps everything that must be single (planning, retries, the journal,
-publishing); a worker only fetches one file into the temporary path it is given, verifies its size and
-hash and makes it durable, exactly as `transfer.download` does in-process. Nothing a worker does is
-reported done until the parent has the worker's answer and has committed the file.
+publishing); a worker only fetches one file into the temporary path it is given and verifies its size and
+hash, exactly as `transfer.download` does in-process, then, for a local destination, renames it into its
+final place (`final_path`): the parent would otherwise spend a rename and a stat per package on its one
+core. Nothing a worker does is reported done until the parent has the worker's answer and the journal
+has recorded the file (after making it durable).
 
-Protocol on the worker's stdin/stdout: frames of a 4-byte big-endian length and a pickle.
-  parent -> worker: the MirrorConfig first, then ("get", id, item, temp_path) or ("cancel", id)
+Protocol on the worker's stdin/stdout: frames of a 4-byte big-endian length and a pickled list of
+messages: everything one side has to say in one turn of its event loop goes in one frame, so that a
+worker finishing many small packages at once costs the parent one read and one unpickle.
+  parent -> worker: the MirrorConfig first (alone), then ("get", id, (item, temp_path, final_path | None))
+                    or ("cancel", id, None)
   worker -> parent: ("ready", 0, None) once, then ("bytes", id, n) at most every PROGRESS_SECONDS, and
-                    ("done", id, (n, None)) or ("done", id, (n, (error class, message, attributes)))
-                    where n is the bytes received since the last "bytes" message
+                    ("done", id, (n, stat, None)) or ("done", id, (n, None, (error class, message, attributes)))
+                    where n is the bytes received since the last "bytes" message, and stat the
+                    (size, mtime_ns) of the file in its final place, or None when it was not moved there
 End of stdin tells a worker to abandon what it holds (temporary files removed) and exit; the worker
 ignores SIGINT and SIGTERM, so that a Ctrl-C or a service stop goes through the parent's clean stop.
 """
@@ -32,7 +38,8 @@ from typing import Any
 from mirror_engine import errors
 from mirror_engine.bandwidth import TokenBucket
 from mirror_engine.config import MirrorConfig
-from mirror_engine.errors import MirrorError, WorkerCrashed
+from mirror_engine.destinations.base import FileStat
+from mirror_engine.errors import MirrorError, WorkerCrashed, destination_error
 from mirror_engine.session import open_session
 from mirror_engine.transfer import TransferItem, download
 
@@ -45,6 +52,24 @@ PROGRESS_SECONDS = 0.25
 def _encode(message: object) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return _LENGTH.pack(len(data)) + data
+
+
+class _Outbox:
+    """Messages written as one frame at the end of the event loop's current turn."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self._write = write
+        self._messages: list[tuple[str, int, Any]] = []
+
+    def send(self, message: tuple[str, int, Any]) -> None:
+        if not self._messages:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._messages.append(message)
+
+    def _flush(self) -> None:
+        messages, self._messages = self._messages, []
+        if messages:
+            self._write(_encode(messages))
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
@@ -81,41 +106,57 @@ class _Worker:
         self.number = number
         self.process = process
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pending: dict[int, tuple[asyncio.Future[None], Callable[[int], None]]] = {}
+        self.pending: dict[int, tuple[asyncio.Future[FileStat | None], Callable[[int], None]]] = {}
         self.reader_task: asyncio.Task[None] | None = None
+        self.outbox = _Outbox(self._write)
+        self.crashed: WorkerCrashed | None = None  # set once the process has exited
 
-    def send(self, message: object) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(_encode(message))
+    def send_now(self, message: object) -> None:
+        self._write(_encode(message))
+
+    def _write(self, frame: bytes) -> None:
+        stdin = self.process.stdin
+        if stdin is None or stdin.is_closing():
+            return  # closed by `close`: the worker abandons what it holds
+        with contextlib.suppress(ConnectionError):  # the worker died: read_answers reports it
+            stdin.write(frame)
 
     async def read_answers(self) -> None:
         assert self.process.stdout is not None
-        while (message := await _read_frame(self.process.stdout)) is not None:
-            kind, ident, value = message
-            if kind == "ready":
-                if not self.ready.done():  # cancelled when the run ended before the workers were needed
-                    self.ready.set_result(None)
-                continue
-            entry = self.pending.get(ident)
-            if entry is None:
-                continue  # the parent gave up on it (cancelled); the worker cleaned up after itself
-            future, on_bytes = entry
-            if kind == "bytes":
-                on_bytes(value)
-            elif kind == "done":
-                del self.pending[ident]
-                unreported, error = value
-                on_bytes(unreported)
-                if not future.done():
-                    future.set_result(None) if error is None else future.set_exception(_rebuild(error))
+        while (messages := await _read_frame(self.process.stdout)) is not None:
+            for kind, ident, value in messages:
+                self._take(kind, ident, value)
         code = await self.process.wait()
         crash = WorkerCrashed(f"transfer worker {self.number} exited (code {code}) with {len(self.pending)} file(s)")
+        self.crashed = crash
         if not self.ready.done():
             self.ready.set_exception(crash)
         for future, _ in self.pending.values():
             if not future.done():
                 future.set_exception(crash)
         self.pending.clear()
+
+    def _take(self, kind: str, ident: int, value: Any) -> None:
+        if kind == "ready":
+            if not self.ready.done():  # cancelled when the run ended before the workers were needed
+                self.ready.set_result(None)
+            return
+        entry = self.pending.get(ident)
+        if entry is None:
+            return  # the parent gave up on it (cancelled); the worker cleaned up after itself
+        future, on_bytes = entry
+        if kind == "bytes":
+            on_bytes(value)
+        elif kind == "done":
+            del self.pending[ident]
+            unreported, stat, error = value
+            on_bytes(unreported)
+            if future.done():
+                return
+            if error is None:
+                future.set_result(None if stat is None else FileStat(*stat))
+            else:
+                future.set_exception(_rebuild(error))
 
 
 async def _spawn(number: int, config: MirrorConfig) -> _Worker:
@@ -132,7 +173,7 @@ async def _spawn(number: int, config: MirrorConfig) -> _Worker:
     except OSError as exc:
         raise WorkerCrashed(f"cannot start transfer worker {number} ({exc.strerror or exc})") from None
     worker = _Worker(number, process)
-    worker.send(config)
+    worker.send_now(config)
     worker.reader_task = asyncio.create_task(worker.read_answers())
     return worker
 
@@ -158,20 +199,27 @@ class WorkerPool:
             raise
         return pool
 
-    async def download(self, item: TransferItem, temp_path: Path, on_bytes: Callable[[int], None]) -> None:
-        """As `transfer.download`, in a worker process; cancelling this cancels the worker's transfer."""
+    async def download(
+        self, item: TransferItem, temp_path: Path, on_bytes: Callable[[int], None], final_path: Path | None = None
+    ) -> FileStat | None:
+        """As `transfer.download`, in a worker process; cancelling this cancels the worker's transfer.
+
+        With `final_path`, the worker also renames the verified file there and returns its stat; a
+        cancel that comes too late to stop that leaves a file no journal vouches for, which the next
+        run hashes, as after a kill -9 between a rename and the journal's commit."""
         worker = min(self._workers, key=lambda w: len(w.pending))
+        if worker.crashed is not None:  # died between two files: nothing would ever answer this one
+            raise worker.crashed
         ident = self._next_id
         self._next_id += 1
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[FileStat | None] = asyncio.get_running_loop().create_future()
         worker.pending[ident] = (future, on_bytes)
-        worker.send(("get", ident, item, temp_path))
+        worker.outbox.send(("get", ident, (item, temp_path, final_path)))
         try:
-            await future
+            return await future
         except asyncio.CancelledError:
             if worker.pending.pop(ident, None) is not None and worker.process.returncode is None:
-                with contextlib.suppress(ConnectionError):
-                    worker.send(("cancel", ident, None))
+                worker.outbox.send(("cancel", ident, None))
             raise
 
     async def close(self) -> None:
@@ -205,10 +253,14 @@ async def _serve() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     out = sys.stdout.buffer
 
-    def send(message: object) -> None:
-        out.write(_encode(message))
-        out.flush()
+    def write(frame: bytes) -> None:
+        try:
+            out.write(frame)
+            out.flush()
+        except BrokenPipeError:  # the parent is gone (this runs as a loop callback, outside `main`'s catch)
+            os._exit(0)
 
+    send = _Outbox(write).send
     config = await _read_frame(reader)
     if not isinstance(config, MirrorConfig):
         raise SystemExit("mirror_engine.workers: the first message must be the config")
@@ -218,27 +270,28 @@ async def _serve() -> None:
     async with open_session(config) as session:
         send(("ready", 0, None))
 
-        async def fetch(ident: int, item: TransferItem, temp_path: Path) -> None:
+        async def fetch(ident: int, item: TransferItem, temp_path: Path, final_path: Path | None) -> None:
             progress = _Progress(ident, send, loop.time)
             try:
                 await download(session, item, temp_path, progress.add, throttle)
+                stat = None if final_path is None else _commit(temp_path, final_path)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # every failure goes back to the parent, which decides
-                send(("done", ident, (progress.unreported, _describe(exc))))
+                send(("done", ident, (progress.unreported, None, _describe(exc))))
             else:
-                unfinished.pop(ident, None)  # verified: the parent commits it from here
-                send(("done", ident, (progress.unreported, None)))
+                unfinished.pop(ident, None)  # verified (and in place): the parent takes it from here
+                send(("done", ident, (progress.unreported, stat, None)))
             finally:
                 tasks.pop(ident, None)
 
-        while (message := await _read_frame(reader)) is not None:
-            if message[0] == "get":
-                _, ident, item, temp_path = message
-                unfinished[ident] = temp_path
-                tasks[ident] = asyncio.create_task(fetch(ident, item, temp_path))
-            elif message[0] == "cancel" and message[1] in tasks:
-                tasks[message[1]].cancel()
+        while (messages := await _read_frame(reader)) is not None:
+            for kind, ident, value in messages:
+                if kind == "get":
+                    unfinished[ident] = value[1]
+                    tasks[ident] = asyncio.create_task(fetch(ident, *value))
+                elif kind == "cancel" and ident in tasks:
+                    tasks[ident].cancel()
         for task in list(tasks.values()):  # the parent is gone or done: abandon the rest
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
@@ -247,11 +300,23 @@ async def _serve() -> None:
         temp_path.unlink(missing_ok=True)
 
 
+def _commit(temp_path: Path, final_path: Path) -> tuple[int, int]:
+    """Rename a verified file into place; its (size, mtime_ns) there, for the journal. No fsync: the
+    journal makes the filesystem durable (syncfs) before it records the file, as for the parent's renames."""
+    try:
+        os.replace(temp_path, final_path)
+        stat = final_path.stat()
+    except OSError as exc:
+        temp_path.unlink(missing_ok=True)
+        raise destination_error(temp_path, exc) from None
+    return stat.st_size, stat.st_mtime_ns
+
+
 class _Progress:
     """Bytes received, told to the parent at most every PROGRESS_SECONDS: a small package costs one
     message (its answer), a big one a few a second."""
 
-    def __init__(self, ident: int, send: Callable[[object], None], clock: Callable[[], float]) -> None:
+    def __init__(self, ident: int, send: Callable[[tuple[str, int, Any]], None], clock: Callable[[], float]) -> None:
         self.ident = ident
         self.unreported = 0
         self._send = send

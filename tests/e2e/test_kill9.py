@@ -119,9 +119,15 @@ async def test_a_killed_transfer_worker_stops_the_run_in_one_line_and_the_next_r
         process = await start_cli("run", "c.yaml", "-q", cwd=tmp_path)
         port = int(server.url.rstrip("/").rsplit(":", 1)[1])
         # Until the workers are ready, files are fetched by the main process: wait for a worker's download.
-        await wait_for(lambda: any(_downloading_from(pid, port) for pid in _children(process.pid)))
-        victim = next(pid for pid in _children(process.pid) if _downloading_from(pid, port))
-        os.kill(victim, signal.SIGKILL)
+        # The victim is the worker seen downloading, in the same look: a second look may come after its last file.
+        seen: list[int] = []
+
+        def worker_downloading() -> bool:
+            seen[:] = [pid for pid in _children(process.pid) if _downloading_from(pid, port)]
+            return bool(seen)
+
+        await wait_for(worker_downloading)
+        os.kill(seen[0], signal.SIGKILL)
         _, stderr = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 1, stderr
         lines = [line for line in stderr.decode().splitlines() if line.strip()]
