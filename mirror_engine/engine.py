@@ -362,7 +362,7 @@ class MirrorRun:
         self._fingerprints[subdir] = fingerprint
         if self.journal is not None and not dry_run:
             self.journal.planned(subdir, ((item.filename, item.size) for item in plan.transfers))
-        self.summary.add_plan(plan)
+        self.summary.add_plan(plan, self.clock())
         self.stale[subdir] = len(plan.stale)
         self.reporter.planned(plan)
         return plan

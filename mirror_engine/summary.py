@@ -46,7 +46,9 @@ class RunSummary:
     def row(self, channel: int, subdir: str) -> Row:
         return self.rows.setdefault((channel, subdir), Row())
 
-    def add_plan(self, plan: SubdirPlan) -> None:
+    def add_plan(self, plan: SubdirPlan, now: float | None = None) -> None:
+        """Count a planned subdir; `now` starts the clock of its rows that have files to transfer, so that
+        their MB/s covers the downloads, not only the time between the first and the last one to end."""
         for channel, counts in plan.verdicts.items():
             self.row(channel, plan.subdir).upstream += sum(counts.values())
             self.verdicts.update(counts)
@@ -56,6 +58,7 @@ class RunSummary:
             row.present += count
         for item in plan.transfers:
             row = self.row(item.channel, plan.subdir)
+            row.started = row.started if row.started is not None else now
             row.selected += 1
             if not item.check_existing:
                 row.to_fetch += 1
