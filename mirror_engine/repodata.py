@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -211,6 +212,7 @@ def decompress_zst(data: bytes, source: str) -> bytes:
     return data
 
 
+_UTF8_CHUNK = 1 << 24
 _RAW_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])  # keys decoded, values kept as their bytes
 
 
@@ -221,6 +223,7 @@ def parse_repodata(data: bytes, source: str) -> Repodata:
     Records stay as upstream's bytes plus the few fields every step reads (Record): msgspec decodes a
     600,000-record index this way in a fraction of the time and memory of a dict per record.
     """
+    _check_utf8(data, source)
     try:
         top = _RAW_OBJECT.decode(data)
     except msgspec.ValidationError:
@@ -245,6 +248,22 @@ def parse_repodata(data: bytes, source: str) -> Repodata:
     if not isinstance(removed, list) or not all(isinstance(item, str) for item in removed):
         raise BadRepodata(f"{source}: removed: not a list of file names")
     return Repodata(info=info, records=tuple(records), removed=tuple(removed), extra=rest)
+
+
+def _check_utf8(data: bytes, source: str) -> None:
+    """msgspec checks the JSON syntax of the values it keeps as bytes, but not that their strings are
+    UTF-8: without this, such bytes would reach the published index and break every client reading it."""
+    if data.isascii():  # nearly every index, checked in C without a copy
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    start = 0
+    try:
+        for start in range(0, len(view), _UTF8_CHUNK):  # a piece at a time: a 266 MB index, not a 266 MB copy
+            decoder.decode(view[start : start + _UTF8_CHUNK])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise BadRepodata(f"{source}: not valid UTF-8 at byte {start + exc.start}") from None
 
 
 def _record(filename: str, section: str, raw: msgspec.Raw, source: str) -> Record:

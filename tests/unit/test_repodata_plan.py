@@ -107,6 +107,8 @@ def test_parse_repodata_of_an_empty_object() -> None:
         pytest.param(b'{"packages.conda": {"a-1-0.conda": null}}', "not an object", id="record-null"),
         pytest.param(b'{"removed": {"a": 1}}', "removed: not a list", id="removed-object"),
         pytest.param(b'{"removed": [1, 2]}', "removed: not a list of file names", id="removed-ints"),
+        # in a field nothing reads: it would otherwise be published as it is, and break every client
+        pytest.param(b'{"packages": {"a-1-0.tar.bz2": {"x": "\xff\xfe"}}}', "not valid UTF-8 at byte", id="utf8"),
     ],
 )
 def test_parse_repodata_rejects_what_it_cannot_trust(data: bytes, problem: str) -> None:
@@ -147,7 +149,10 @@ def published(subdir: str, upstream: list[Repodata], records: Any, removed: Any 
 
 def test_encode_index_carries_records_over_byte_for_byte() -> None:
     # upstream's own key order, spacing and number spelling: re-encoding a record would change each of them
-    as_served = b'{"zz": 1.50, "name": "odd",  "size": 10,\n "sha256": "%s", "depends": [ ]}' % sha("odd").encode()
+    as_served = b'{"zz": 1.50, "name": "odd",  "size": 10,\n "sha256": "%s", "depends": [ ], "by": "%s"}' % (
+        sha("odd").encode(),
+        "Zoë".encode(),  # valid UTF-8 beyond ASCII: checked, and kept as it is
+    )
     served = b'{"packages.conda": {"odd-1-0.conda": %s}, "info": {}}' % as_served
     upstream = parse_repodata(served, SOURCE)
     data = encode_index("linux-64", [upstream], upstream.records)
