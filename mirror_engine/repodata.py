@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import io
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -298,26 +299,28 @@ def encode_index(
     for key, value in first.extra.items():
         values.setdefault(key, value)
     values.setdefault("repodata_version", 1)
-    parts: list[RecordBytes] = []
-    for key in sorted([*values, *SECTIONS]):
-        parts += (b"," if parts else b"{", msgspec.json.encode(key), b":")
+    out = io.BytesIO()
+    for position, key in enumerate(sorted([*values, *SECTIONS])):
+        out.write(b"%s%s:" % (b"," if position else b"{", msgspec.json.encode(key)))
         if key in by_section:
-            parts += _section_parts(by_section[key])
+            _write_section(out, by_section[key])
         else:
-            parts.append(orjson.dumps(values[key], option=orjson.OPT_SORT_KEYS))
-    parts.append(b"}\n")
-    return b"".join(parts)
+            out.write(orjson.dumps(values[key], option=orjson.OPT_SORT_KEYS))
+    out.write(b"}\n")
+    return out.getvalue()  # the buffer itself, not a copy
 
 
-def _section_parts(entries: dict[str, RecordBytes]) -> list[RecordBytes]:
-    parts: list[RecordBytes] = [b"{"]
-    for filename in sorted(entries):
+def _write_section(out: io.BytesIO, entries: dict[str, RecordBytes]) -> None:
+    """`{"filename": record, ...}` sorted by file name, joined a thousand records at a time: one list of
+    pieces for 600,000 records held 60 MB more at the peak of a publish."""
+    names = sorted(entries)
+    out.write(b"{")
+    for start in range(0, len(names), 1000):
         # msgspec, not orjson: orjson.dumps gives each small result kilobytes of spare room (1.6 GB here)
-        parts += (msgspec.json.encode(filename), b":", entries[filename], b",")
-    if len(parts) > 1:
-        parts.pop()
-    parts.append(b"}")
-    return parts
+        pieces = [b"%s:%s" % (msgspec.json.encode(name), entries[name]) for name in names[start : start + 1000]]
+        out.write(b"," if start else b"")
+        out.write(b",".join(pieces))
+    out.write(b"}")
 
 
 def compress_zst(data: bytes) -> bytes:
