@@ -319,6 +319,27 @@ async def test_malformed_repodata_fails_its_subdir_with_one_line(tmp_path: Path)
     assert not server.fetched(f"/win-64/{bad}") and not server.fetched(f"/linux-aarch64/{bad}")
 
 
+async def test_repodata_that_is_not_utf8_fails_its_subdir_and_is_never_published(tmp_path: Path) -> None:
+    root = tmp_path / "upstream"
+    docs = build_channel(
+        root, [DemoPackage("good", "1", "0", subdir=s, payload_size=64) for s in ("noarch", "linux-64")], zst=False
+    )
+    # in a field no step reads: kept as bytes, it would have gone into the published index as it is
+    docs["linux-64"]["packages.conda"]["good-1-0.conda"]["summary"] = "\udcff"
+    data = json.dumps(docs["linux-64"], ensure_ascii=False).encode("utf-8", "surrogateescape")
+    assert b"\xff" in data
+    (root / "linux-64" / "repodata.json").write_bytes(data)
+    async with ChannelServer(root) as server:
+        url = server.url
+        config = make_config(tmp_path, channels=[url], platforms=["linux-64"])
+        summary = await mirror(config)
+    assert summary.exit_code == 1
+    (why,) = [why for what, why in summary.failures if what == "linux-64 (not published)"]
+    assert why.startswith(f"{url}linux-64/repodata.json: not valid UTF-8 at byte ") and one_line(why)
+    assert not (config.channel_dir / "linux-64").exists()
+    assert names(assert_index_sound(config, "noarch", docs["noarch"])) == {"good-1-0.conda"}
+
+
 # --- hostile file names -----------------------------------------------------------------------------
 
 HOSTILE = [
