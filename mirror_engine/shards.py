@@ -122,7 +122,11 @@ def shard_batches(records: Iterable[Record], removed: Iterable[str] = (), *, siz
         for record in grouped[key]:
             doc[record.section][record.filename] = _shard_record(record)
         doc["removed"] = sorted(removed_by_name.get(key, ()))
-        data = compressor.compress(_pack(doc))
+        try:
+            packed = _pack(doc)
+        except OverflowError:  # JSON allows any integer, msgpack none beyond 64 bits: no client could read it
+            raise BadRepodata(f"a record of {key!r} holds an integer too large for a CEP-16 shard") from None
+        data = compressor.compress(packed)
         shards.append(Shard(key, data, hashlib.sha256(data).digest()))
         if len(shards) == size:
             yield shards

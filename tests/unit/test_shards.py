@@ -306,3 +306,9 @@ def test_packing_sorts_every_map_all_the_way_down_as_msgpack_would() -> None:
     assert msgpack.unpackb(packed, raw=False) == doc
     in_order = {"a": "text", "b": {"a": [{"x": b"\x00\x01", "y": 2}], "z": 1}, "c": 2**40, "d": 1.5}
     assert packed == msgpack.packb(in_order, use_bin_type=True)  # shard names did not change with the encoder
+
+
+def test_an_integer_msgpack_cannot_hold_is_a_one_line_error_not_a_crash() -> None:
+    huge = record("huge", x=2**70)
+    with pytest.raises(BadRepodata, match=r"^a record of 'huge' holds an integer too large for a CEP-16 shard$"):
+        build_shards([huge])
