@@ -27,7 +27,6 @@ from mirror_engine.closure import Candidate, close_over, universes
 from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations import make_destination
 from mirror_engine.destinations.base import Destination, FileStat
-from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.errors import ConnectionFailed, DestinationError, DiskFull, MirrorError, WorkerCrashed
 from mirror_engine.explain import Query, explain
 from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, NameSet, judge, subdir_selected
@@ -602,8 +601,7 @@ class MirrorRun:
         if self.journal is not None:
             self.journal.downloading(item.subdir, item.filename)
         # A worker renames into place itself where that is all a commit is: one rename and stat less here.
-        local = self.destination if isinstance(self.destination, LocalDestination) else None
-        in_place = local.commit_path(item.subdir, item.filename) if local is not None else None
+        in_place = self.destination.commit_path(item.subdir, item.filename)
         stat: FileStat | None = None
 
         async def attempt() -> None:

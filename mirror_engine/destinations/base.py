@@ -46,6 +46,11 @@ class Destination(Protocol):
         """Where a committed package can be read back locally, or None for a remote store."""
         ...
 
+    def commit_path(self, subdir: str, filename: str) -> Path | None:
+        """Where another process (a transfer worker) may rename a verified file itself instead of calling
+        `commit`; None when `commit` does more than that rename (an upload), so it must run."""
+        ...
+
     def make_durable(self) -> None:
         """Make every committed package durable (blocking; the journal calls it in its own thread before
         it records files as verified). Packages are not fsynced one by one."""

@@ -81,11 +81,7 @@ class LocalDestination:
             os.replace(temp, self.channel_dir / subdir / filename)
 
     def commit_path(self, subdir: str, filename: str) -> Path | None:
-        """Where another process (a transfer worker) may rename a verified file itself instead of `commit`,
-        which is only a rename here; None when a subclass does more in `commit`, which then must run."""
-        if type(self).commit is not LocalDestination.commit:
-            return None
-        return self.channel_dir / subdir / filename
+        return self.channel_dir / subdir / filename  # `commit` is this rename and nothing more
 
     async def write_index(self, subdir: str, name: str, data: bytes) -> None:
         await asyncio.to_thread(self._write_atomically, self.channel_dir / subdir / name, data)

@@ -55,6 +55,9 @@ class StagedDestination(abc.ABC):
     def final_path(self, subdir: str, filename: str) -> Path | None:
         return None
 
+    def commit_path(self, subdir: str, filename: str) -> Path | None:
+        return None  # committing is an upload
+
     def make_durable(self) -> None:  # noqa: B027 - deliberately empty for every remote store
         """Nothing to do here: a package counts as stored once the store has confirmed its upload."""
 
