@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import orjson
 import zstandard
 
 from mirror_engine.errors import BadRepodata
@@ -73,12 +72,15 @@ class RecordDetails(msgspec.Struct, gc=False):
     def depends(self) -> list[object]:
         """Upstream's list as it is (items unchecked)."""
         try:
-            value = orjson.loads(memoryview(self.depends_))
-        except orjson.JSONDecodeError:
+            value = _ANY_JSON.decode(self.depends_)
+        except msgspec.DecodeError:
             return []
         return value if isinstance(value, list) else []
 
 
+# msgspec for every JSON value an index carries: orjson turns an integer beyond 64 bits into a float,
+# which would change upstream's value in what we publish.
+_ANY_JSON = msgspec.json.Decoder()
 _CHECKED = msgspec.json.Decoder(_Checked)
 _DETAILS = msgspec.json.Decoder(RecordDetails)
 
@@ -111,8 +113,8 @@ class Record:
 
     @property
     def raw(self) -> JsonObject:
-        """The whole record, decoded anew on each call: read it where a few records need it, not in loops."""
-        doc: JsonObject = orjson.loads(memoryview(self.json))
+        """The whole record, decoded anew on each call (shards decode each record once)."""
+        doc: JsonObject = _ANY_JSON.decode(self.json)
         return doc
 
     @property
@@ -241,7 +243,7 @@ def parse_repodata(data: bytes, source: str) -> Repodata:
         except msgspec.ValidationError:
             raise BadRepodata(f"{source}: {section}: not an object") from None
         records += [_record(filename, section, raw, source) for filename, raw in entries.items()]
-    rest = {key: orjson.loads(memoryview(value)) for key, value in top.items()}
+    rest = {key: _ANY_JSON.decode(value) for key, value in top.items()}
     info = rest.pop("info", {})
     if not isinstance(info, dict):
         raise BadRepodata(f"{source}: info: not an object")
@@ -305,7 +307,7 @@ def encode_index(
         if key in by_section:
             _write_section(out, by_section[key])
         else:
-            out.write(orjson.dumps(values[key], option=orjson.OPT_SORT_KEYS))
+            out.write(msgspec.json.encode(values[key], order="sorted"))
     out.write(b"}\n")
     return out.getvalue()  # the buffer itself, not a copy
 
@@ -316,7 +318,7 @@ def _write_section(out: io.BytesIO, entries: dict[str, RecordBytes]) -> None:
     names = sorted(entries)
     out.write(b"{")
     for start in range(0, len(names), 1000):
-        # msgspec, not orjson: orjson.dumps gives each small result kilobytes of spare room (1.6 GB here)
+        # msgspec also because orjson.dumps gives each small result kilobytes of spare room (1.6 GB here)
         pieces = [b"%s:%s" % (msgspec.json.encode(name), entries[name]) for name in names[start : start + 1000]]
         out.write(b"," if start else b"")
         out.write(b",".join(pieces))

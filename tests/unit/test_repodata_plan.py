@@ -493,3 +493,17 @@ def test_md5_only_records_are_trusted_by_md5() -> None:
     vouched = {"a-1.0-0.conda": Known(None, "a" * 32, 1000, 5)}
     plan = plan_subdir("linux-64", [upstream(0, record)], NO_RULES, {"a-1.0-0.conda": FileStat(1000, 5)}, vouched)
     assert len(plan.trusted) == 1 and plan.transfers == ()
+
+
+def test_integers_beyond_64_bits_are_published_exactly_as_served() -> None:
+    # orjson reads such an integer as a float: 123456789012345678901234567890 would come out as 1.2345...e+29
+    huge = b"123456789012345678901234567890"
+    served = b'{"info": {}, "signatures": {"n": %s}, "packages": {"a-1-0.conda": %s}}' % (
+        huge,
+        b'{"name": "a", "size": 1, "sha256": "%s", "n": %s}' % (sha("a").encode(), huge),
+    )
+    upstream = parse_repodata(served, SOURCE)
+    assert upstream.extra == {"signatures": {"n": 123456789012345678901234567890}}
+    assert upstream.records[0].raw["n"] == 123456789012345678901234567890
+    published = encode_index("linux-64", [upstream], upstream.records)
+    assert published.count(huge) == 2
