@@ -518,7 +518,7 @@ class MirrorRun:
 
     async def _write_channel_files(self, reader: ChannelReader, subdirs: list[str]) -> None:
         """channeldata.json for what the mirror holds now, and upstream's notices.json as it is."""
-        names_by_subdir: dict[str, set[str]] = {}
+        names_by_subdir: dict[str, frozenset[str]] = {}
         facts: list[SubdirFacts] = []
         for subdir in subdirs:
             known = self._published.get(subdir)
@@ -527,7 +527,7 @@ class MirrorRun:
                 known = None if published is None else await asyncio.to_thread(_index_facts, published)
             if known is not None:
                 names, files, size = known
-                names_by_subdir[subdir] = set(names)
+                names_by_subdir[subdir] = names
                 facts.append(SubdirFacts(subdir, len(names), files, size))
         upstream: list[dict[str, Any]] = []
         notices: bytes | None = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mirror_engine.filters import FilterRules, Verdict, judge, subdir_selected
-from mirror_engine.licenses import blacklisted, record_family
+from mirror_engine.filters import FilterRules, Verdict, judge, record_family_of, subdir_selected
+from mirror_engine.licenses import blacklisted
 from mirror_engine.pyversion import record_python_minor
 from mirror_engine.repodata import Record
 
@@ -38,8 +38,8 @@ def explain(record: Record, subdir: str, rules: FilterRules) -> tuple[bool, str]
         return False, f"dropped by platforms: {subdir} is not listed"
     verdict = judge(record, rules)
     minor = record_python_minor(record)
+    family = record_family_of(record)
     details = record.details
-    family = record_family(details.license_family, details.license)
     source = "license_family" if details.license_family else f"license {details.license!r}"
     reasons = {
         Verdict.KEPT: "selected" + (f" (built for Python {minor})" if minor and rules.python_versions else ""),

@@ -120,6 +120,7 @@ def judge(record: Record, rules: FilterRules) -> Verdict:
 
 
 def record_family_of(record: Record) -> str:
+    """The license family license_blacklist judges a record by (see licenses.record_family)."""
     details = record.details
     return record_family(details.license_family, details.license)
 

@@ -107,6 +107,7 @@ def plan_subdir(
     verdicts: dict[int, Counter[Verdict]] = {}
     conflicts: list[Conflict] = []
     rejected: list[Rejected] = []
+    several = len(upstreams) > 1
     for upstream in sorted(upstreams, key=lambda u: u.channel):
         counts = verdicts.setdefault(upstream.channel, Counter())
         # This loop runs once per upstream record (600,000 in conda-forge's linux-64): kept lean on purpose.
@@ -129,7 +130,7 @@ def plan_subdir(
                     conflicts.append(Conflict(filename, owner.get(filename, upstream.channel), upstream.channel))
                 continue
             wanted[filename] = record
-            if len(upstreams) > 1:
+            if several:
                 owner[filename] = upstream.channel
             on_disk = existing.get(filename)
             if on_disk is not None and _vouched_for(record, on_disk, known.get(filename)):
