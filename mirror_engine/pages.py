@@ -15,7 +15,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from mirror_engine.gcpause import without_gc
-from mirror_engine.repodata import Record, RecordDetails
+from mirror_engine.repodata import Record, RecordDetails, Writable
 
 if TYPE_CHECKING:
     from mirror_engine.config import MirrorConfig
@@ -105,12 +105,19 @@ def channel_page(
     return _page(channel, body)
 
 
-@without_gc
 def subdir_page(channel: str, subdir: str, records: Iterable[Record]) -> bytes:
-    """`<channel>/<subdir>/index.html`, encoded: every file, newest first per name, sha256 ready to copy.
+    """`write_subdir_page` into bytes."""
+    page = io.BytesIO()
+    write_subdir_page(page, channel, subdir, records)
+    return page.getvalue()  # the buffer itself, not a copy
 
-    Written a thousand rows at a time into one buffer: 600,000 rows are 200 MB of HTML, which as one
-    string and then its encoding took twice that.
+
+@without_gc
+def write_subdir_page(out: Writable, channel: str, subdir: str, records: Iterable[Record]) -> None:
+    """Write `<channel>/<subdir>/index.html`, encoded, to `out`: every file, newest first per name, sha256
+    ready to copy.
+
+    Written a thousand rows at a time: 600,000 rows are 200 MB of HTML, which need not lie in memory.
     """
     body = (
         f"<h1><a href='../index.html'>{escape(channel)}</a> / {escape(subdir)}</h1>"
@@ -119,14 +126,12 @@ def subdir_page(channel: str, subdir: str, records: Iterable[Record]) -> bytes:
         f"<th>sha256</th></tr>{_ROWS}</table>{SEARCH}"
     )
     head, tail = _page(f"{channel}/{subdir}", body).split(_ROWS)
-    page = io.BytesIO()
-    page.write(head.encode())
+    out.write(head.encode())
     # Details are decoded twice, for the order and for the row: held for 600,000 records they took 300 MB.
     ordered = sorted(records, key=lambda record: (record.name.lower(), -record.details.timestamp_ms))
     for start in range(0, len(ordered), 1000):
-        page.write("".join(_file_row(record, record.details) for record in ordered[start : start + 1000]).encode())
-    page.write(tail.encode())
-    return page.getvalue()  # the buffer itself, not a copy
+        out.write("".join(_file_row(record, record.details) for record in ordered[start : start + 1000]).encode())
+    out.write(tail.encode())
 
 
 def _file_row(record: Record, details: RecordDetails) -> str:

@@ -62,6 +62,10 @@ class Destination(Protocol):
         """Write one index file atomically: readers see the old bytes or the new, never a mix.
         `name` may name a file in a folder of the subdir (`shards/<sha256>.msgpack.zst`)."""
 
+    async def write_index_file(self, subdir: str, name: str, source: Path) -> None:
+        """`write_index` for bytes written to `source`, a path from `temp_path`, which this consumes: a
+        600,000-record repodata.json (266 MB) and its page go to their files, not whole into memory."""
+
     async def read_index(self, subdir: str, name: str) -> bytes | None:
         """The bytes of a published index file (`subdir` "" for the channel root), None if absent."""
         ...

@@ -86,6 +86,9 @@ class LocalDestination:
     async def write_index(self, subdir: str, name: str, data: bytes) -> None:
         await asyncio.to_thread(self._write_atomically, self.channel_dir / subdir / name, data)
 
+    async def write_index_file(self, subdir: str, name: str, source: Path) -> None:
+        await asyncio.to_thread(self._place_atomically, source, self.channel_dir / subdir / name)
+
     async def read_index(self, subdir: str, name: str) -> bytes | None:
         path = self.channel_dir / subdir / name
         try:
@@ -154,14 +157,25 @@ class LocalDestination:
         with _os_errors(temp):
             folder.mkdir(parents=True, exist_ok=True)
             try:
-                with temp.open("xb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                _write_new(temp, data)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+        self._place_atomically(temp, path)
+
+    def _place_atomically(self, temp: Path, path: Path) -> None:
+        """Make `temp` durable and rename it to `path` (same folder): readers see the old file or the new."""
+        with _os_errors(temp):
+            try:
+                fd = os.open(temp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
                 # The packages renamed before this index must be durable before the index names them.
                 self.make_durable()
                 os.replace(temp, path)
-                _fsync_dir(folder)
+                _fsync_dir(path.parent)
             finally:
                 temp.unlink(missing_ok=True)
 

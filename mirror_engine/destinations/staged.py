@@ -88,6 +88,14 @@ class StagedDestination(abc.ABC):
     @abc.abstractmethod
     async def write_index(self, subdir: str, name: str, data: bytes) -> None: ...
 
+    async def write_index_file(self, subdir: str, name: str, source: Path) -> None:
+        """The file's bytes through `write_index`: a remote index file is one PUT of bytes in memory."""
+        try:
+            data = await asyncio.to_thread(source.read_bytes)
+            await self.write_index(subdir, name, data)
+        finally:
+            await asyncio.to_thread(source.unlink, True)
+
     @abc.abstractmethod
     async def read_index(self, subdir: str, name: str) -> bytes | None: ...
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from mirror_engine.demo import DemoPackage, build_channel
 from mirror_engine.destinations.local import LocalDestination
@@ -172,3 +173,17 @@ async def test_write_bz2_adds_the_deprecated_index(tmp_path: Path) -> None:
     await mirror(config)
     folder = config.channel_dir / "noarch"
     assert bz2.decompress((folder / "repodata.json.bz2").read_bytes()) == (folder / "repodata.json").read_bytes()
+
+
+async def test_the_zst_index_is_the_json_one_and_states_its_size(tmp_path: Path) -> None:
+    """Both are streamed through files; a client that decompresses in one call needs the size in the frame."""
+    root = tmp_path / "pkgs"
+    build_channel(root, [OLD, NEW])
+    config = make_config(tmp_path, channels=[str(root)], platforms=["noarch"])
+    await mirror(config)
+    folder = config.channel_dir / "noarch"
+    data, packed = (folder / "repodata.json").read_bytes(), (folder / "repodata.json.zst").read_bytes()
+    assert zstandard.frame_content_size(packed) == len(data)
+    assert zstandard.ZstdDecompressor().decompress(packed) == data
+    assert set(json.loads(data)["packages.conda"]) == {"tool-1.0-0.conda", "tool-2.0-0.conda"}
+    assert not [entry.name for entry in folder.iterdir() if entry.name.startswith(".")]  # no temporary left
