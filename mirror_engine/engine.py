@@ -34,7 +34,7 @@ from mirror_engine.gcpause import gc_paused, hold_frozen, release_frozen
 from mirror_engine.journal import Journal
 from mirror_engine.lock import RunLock
 from mirror_engine.pages import SubdirFacts, channel_page, filters_in_words
-from mirror_engine.plan import Known, SubdirPlan, Upstream, plan_subdir, unchanged_on_disk
+from mirror_engine.plan import SubdirPlan, Upstream, Vouched, plan_subdir
 from mirror_engine.pool import run_pool
 from mirror_engine.progress import Reporter
 from mirror_engine.publish import publish_subdir, write_index
@@ -341,8 +341,8 @@ class MirrorRun:
         counts = await self._same_inputs_counts(subdir, fingerprint)
         # One after the other, not at once: listing 600,000 files makes as many syscalls, each of which
         # gives up the GIL and then waits for it behind the parse (measured: 12 s at once, 11 s in turn).
-        existing, known = await self._holdings(subdir, dry_run=dry_run)
-        if counts is not None and unchanged_on_disk(existing, known):
+        existing, vouched = await self._holdings(subdir, dry_run=dry_run)
+        if counts is not None and vouched.unchanged:
             self.summary.add_unchanged(subdir, counts)
             log.info("%s: unchanged upstream and on disk; index left as it is", subdir)
             return None
@@ -355,7 +355,7 @@ class MirrorRun:
                 keep_removed=not self.config.prune_removed,
                 dependencies=self._dependencies.get(subdir, ()),
             ),
-            subdir, upstreams, self.rules, existing, known,
+            subdir, upstreams, self.rules, existing, vouched.digests,
         )  # fmt: skip
         plan = dataclasses.replace(plan, sidecars=await asyncio.to_thread(_parse_sidecars, subdir, sidecars))
         self._fingerprints[subdir] = fingerprint
@@ -437,14 +437,14 @@ class MirrorRun:
         previous = await self.journal.index_fingerprint(subdir)
         return previous[1] if previous is not None and previous[0] == fingerprint else None
 
-    async def _holdings(self, subdir: str, *, dry_run: bool) -> tuple[dict[str, FileStat], dict[str, Known]]:
+    async def _holdings(self, subdir: str, *, dry_run: bool) -> tuple[dict[str, FileStat], Vouched]:
         """The destination's package files of a subdir, and what the journal vouches for among them."""
         nothing_yet = dry_run and self.config.destination is None and not self.config.channel_dir.exists()
         journal = None if self.verify else self.journal
-        with gc_paused():  # 600,000 FileStats and Knowns, no cycles: see gcpause
+        with gc_paused():  # 600,000 FileStats and digests, no cycles: see gcpause
             existing = {} if nothing_yet else await self.destination.listing(subdir)
-            known = {} if journal is None else await journal.known(subdir)
-        return existing, known
+            vouched = Vouched({}, False) if journal is None else await journal.vouched(subdir, existing)
+        return existing, vouched
 
     async def _mirror(self, session: Http, reader: ChannelReader, subdirs: list[str]) -> None:
         processes = self.config.worker_processes

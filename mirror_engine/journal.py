@@ -17,15 +17,16 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mirror_engine.destinations.base import FileStat
 from mirror_engine.errors import DestinationError, DiskFull, MirrorError
-from mirror_engine.plan import Known
+from mirror_engine.plan import Vouched, vouched_among
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -209,17 +210,17 @@ class Journal:
 
     # --- files ---------------------------------------------------------------------------------
 
-    async def known(self, subdir: str) -> dict[str, Known]:
-        """Files of a subdir the journal holds as verified or published."""
+    async def vouched(self, subdir: str, existing: Mapping[str, FileStat]) -> Vouched:
+        """What the journal holds as verified or published among the `existing` files of a subdir."""
 
-        def read() -> dict[str, Known]:
+        def read() -> Vouched:
             rows = self._require().execute(
-                # md5 only where there is no sha256: plans never read it then, and 600,000 cost 50 MB
-                "SELECT filename, sha256, CASE WHEN sha256 IS NULL THEN md5 END, size, mtime_ns, state FROM files "
+                # md5 only where there is no sha256: a record with a sha256 is never trusted by its md5
+                "SELECT filename, COALESCE(sha256, md5), size, mtime_ns, state = 'published' FROM files "
                 "WHERE channel=? AND subdir=? AND state IN ('verified', 'published')",
                 (self.channel, subdir),
             )
-            return {row[0]: Known(row[1], row[2], row[3], row[4], row[5] == "published") for row in rows}
+            return vouched_among(rows, existing)
 
         return await self._call(read)
 

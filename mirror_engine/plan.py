@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -23,25 +23,31 @@ class Upstream:
     repodata: Repodata
 
 
-class Known(NamedTuple):
-    """What the journal vouches for about a file: its hash as verified, and the stat it had then.
-    A tuple for the speed of making 600,000 of them, as FileStat is."""
+class Vouched(NamedTuple):
+    """What the journal vouches for among the files a destination lists (see `vouched_among`)."""
 
-    sha256: str | None
-    md5: str | None
-    size: int
-    mtime_ns: int
-    published: bool = False  # named by the subdir's index, not only verified
+    digests: dict[str, str]  # file name -> the sha256 it was verified with (md5 where it had none)
+    unchanged: bool  # the listing is exactly the files last published, each with the stat it had then
 
 
-def unchanged_on_disk(existing: Mapping[str, FileStat], known: Mapping[str, Known]) -> bool:
-    """Whether the destination holds exactly the files last published, each with the stat it had then."""
-    if existing.keys() != known.keys():
-        return False
-    return all(
-        entry.published and stat.size == entry.size and stat.mtime_ns == entry.mtime_ns
-        for stat, entry in ((existing[name], known[name]) for name in existing)
-    )
+JournalRow = tuple[str, str | None, int, int, bool]  # file name, digest, size, mtime_ns, published
+
+
+def vouched_among(rows: Iterable[JournalRow], existing: Mapping[str, FileStat]) -> Vouched:
+    """The journal's verified files that are listed with the size and mtime they were verified with.
+
+    Only the digest of each is kept: for 600,000 files, a tuple of every row's fields held 90 MB more
+    while the subdir was planned."""
+    digests: dict[str, str] = {}
+    rows_read = published = 0
+    for name, digest, size, mtime_ns, is_published in rows:
+        rows_read += 1
+        stat = existing.get(name)
+        if digest is not None and stat is not None and stat.size == size and stat.mtime_ns == mtime_ns:
+            digests[name] = digest
+            published += is_published
+    # Names are unique in both: as many rows as listed files, each one matched and published.
+    return Vouched(digests, rows_read == len(existing) == published)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +93,7 @@ def plan_subdir(
     upstreams: Sequence[Upstream],
     rules: FilterRules,
     existing: Mapping[str, FileStat],
-    known: Mapping[str, Known] | None = None,
+    vouched: Mapping[str, str] | None = None,
     *,
     keep_removed: bool = True,
     dependencies: Collection[str] = (),
@@ -95,11 +101,12 @@ def plan_subdir(
     """Filter each channel's records, merge channels (first one wins a filename), and pair with the destination.
 
     A file on disk is trusted without reading it when the journal verified it with the record's hash and it
-    still has the size and mtime it had then; one of the right size is hashed; anything else is fetched.
+    still has the size and mtime it had then (`vouched`: file name -> that hash, from `vouched_among`); one
+    of the right size is hashed; anything else is fetched.
     Files upstream has moved into `removed` stay (lockfiles still point at them) unless not `keep_removed`.
     `dependencies` names files the filters dropped but a selected record needs (`include_dependencies`).
     """
-    known = known or {}
+    vouched = vouched or {}
     wanted: dict[str, Record] = {}
     owner: dict[str, int] = {}  # file name -> channel its record came from, when there are several channels
     transfers: list[TransferItem] = []
@@ -133,7 +140,7 @@ def plan_subdir(
             if several:
                 owner[filename] = upstream.channel
             on_disk = existing.get(filename)
-            if on_disk is not None and _vouched_for(record, on_disk, known.get(filename)):
+            if on_disk is not None and _vouched_for(record, on_disk, vouched.get(filename)):
                 trusted[filename] = upstream.channel  # no TransferItem: 600,000 of them cost 250 MB
             else:
                 transfers.append(_transfer(subdir, upstream, record, on_disk))
@@ -173,15 +180,11 @@ def _same_file(a: Record, b: Record) -> bool:
     return a.size == b.size
 
 
-def _vouched_for(record: Record, on_disk: FileStat, known: Known | None) -> bool:
-    """Whether the journal verified this file with the record's strongest hash, and it is unchanged since."""
-    if known is None or known.size != record.size or on_disk.size != known.size or on_disk.mtime_ns != known.mtime_ns:
+def _vouched_for(record: Record, on_disk: FileStat, digest: str | None) -> bool:
+    """Whether the journal verified this file (unchanged since) with the record's strongest hash."""
+    if digest is None or on_disk.size != record.size:
         return False
-    sha256 = record.sha256
-    if sha256 is not None:
-        return known.sha256 == sha256
-    md5 = record.md5
-    return md5 is not None and known.md5 == md5
+    return digest == (record.sha256 or record.md5)  # md5 only for a record without sha256
 
 
 def _transfer(subdir: str, upstream: Upstream, record: Record, on_disk: FileStat | None) -> TransferItem:

@@ -11,6 +11,7 @@ import pytest
 
 from mirror_engine.config import MirrorConfig
 from mirror_engine.demo import build_channel
+from mirror_engine.destinations.base import FileStat
 from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.engine import MirrorRun
 from mirror_engine.journal import Journal
@@ -157,7 +158,7 @@ async def test_files_are_made_durable_before_the_journal_records_them_verified(t
         assert events == [], "planning rows need no sync"
         await journal.verified("noarch", "a-1-0.conda", sha256="0" * 64, md5=None, size=10, mtime_ns=1)
         assert events == ["durable"]
-        known = await journal.known("noarch")
-        assert known["a-1-0.conda"].size == 10
+        vouched = await journal.vouched("noarch", {"a-1-0.conda": FileStat(10, 1)})
+        assert vouched.digests == {"a-1-0.conda": "0" * 64}
     finally:
         await journal.close()

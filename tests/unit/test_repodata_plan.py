@@ -12,7 +12,7 @@ import zstandard
 from mirror_engine.destinations.base import FileStat
 from mirror_engine.errors import BadRepodata
 from mirror_engine.filters import FilterRules, Verdict
-from mirror_engine.plan import Conflict, Known, Rejected, Upstream, plan_subdir
+from mirror_engine.plan import Conflict, JournalRow, Rejected, Upstream, plan_subdir, vouched_among
 from mirror_engine.repodata import (
     Record,
     Repodata,
@@ -465,34 +465,50 @@ SHA_A = hashlib.sha256(b"a").hexdigest()
 
 
 @pytest.mark.parametrize(
-    ("known", "on_disk", "trusted"),
+    ("row", "on_disk", "trusted"),
     [
-        pytest.param(Known(SHA_A, None, 1000, 5), FileStat(1000, 5), True, id="journal-vouches"),
-        pytest.param(Known(SHA_A, None, 1000, 5), FileStat(1000, 6), False, id="mtime-changed"),
-        pytest.param(Known(SHA_A, None, 1000, 5), FileStat(999, 5), False, id="size-changed"),
-        pytest.param(Known("0" * 64, None, 1000, 5), FileStat(1000, 5), False, id="upstream-hash-changed"),
+        pytest.param((SHA_A, 1000, 5), FileStat(1000, 5), True, id="journal-vouches"),
+        pytest.param((SHA_A, 1000, 5), FileStat(1000, 6), False, id="mtime-changed"),
+        pytest.param((SHA_A, 1000, 5), FileStat(999, 5), False, id="size-changed"),
+        pytest.param((SHA_A, 999, 5), FileStat(999, 5), False, id="size-not-the-records"),
+        pytest.param(("0" * 64, 1000, 5), FileStat(1000, 5), False, id="upstream-hash-changed"),
         pytest.param(None, FileStat(1000, 5), False, id="not-in-journal"),
     ],
 )
-def test_journal_trust(known: Known | None, on_disk: FileStat, trusted: bool) -> None:
+def test_journal_trust(row: tuple[str, int, int] | None, on_disk: FileStat, trusted: bool) -> None:
     record = rec("a-1.0-0.conda", sha256=SHA_A)
-    plan = plan_subdir(
-        "linux-64",
-        [upstream(0, record)],
-        NO_RULES,
-        {"a-1.0-0.conda": on_disk},
-        {"a-1.0-0.conda": known} if known else {},
-    )
+    existing = {"a-1.0-0.conda": on_disk}
+    rows: list[JournalRow] = [("a-1.0-0.conda", *row, True)] if row else []
+    vouched = vouched_among(rows, existing)
+    plan = plan_subdir("linux-64", [upstream(0, record)], NO_RULES, existing, vouched.digests)
     assert plan.trusted == ({"a-1.0-0.conda": 0} if trusted else {})
     assert [item.check_existing for item in plan.transfers] == ([] if trusted else [on_disk.size == 1000])
     assert plan.stale == ()
 
 
-def test_md5_only_records_are_trusted_by_md5() -> None:
-    record = rec("a-1.0-0.conda", sha256=None, md5="a" * 32)
-    vouched = {"a-1.0-0.conda": Known(None, "a" * 32, 1000, 5)}
-    plan = plan_subdir("linux-64", [upstream(0, record)], NO_RULES, {"a-1.0-0.conda": FileStat(1000, 5)}, vouched)
-    assert len(plan.trusted) == 1 and plan.transfers == ()
+def test_md5_only_records_are_trusted_by_md5_and_others_never() -> None:
+    md5_only = rec("a-1.0-0.conda", sha256=None, md5="a" * 32)
+    with_sha = rec("b-1.0-0.conda", sha256=SHA_A, md5="b" * 32)
+    existing = {"a-1.0-0.conda": FileStat(1000, 5), "b-1.0-0.conda": FileStat(1000, 5)}
+    vouched = {"a-1.0-0.conda": "a" * 32, "b-1.0-0.conda": "b" * 32}  # b verified by md5 alone: not enough
+    plan = plan_subdir("linux-64", [upstream(0, md5_only, with_sha)], NO_RULES, existing, vouched)
+    assert plan.trusted == {"a-1.0-0.conda": 0} and [item.filename for item in plan.transfers] == ["b-1.0-0.conda"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "unchanged"),
+    [
+        pytest.param([("a", "d", 1, 1, True), ("b", "d", 2, 2, True)], True, id="as-published"),
+        pytest.param([("a", "d", 1, 1, True), ("b", "d", 2, 2, False)], False, id="one-only-verified"),
+        pytest.param([("a", "d", 1, 1, True), ("b", "d", 2, 3, True)], False, id="one-touched"),
+        pytest.param([("a", "d", 1, 1, True)], False, id="one-not-in-journal"),
+        pytest.param([("a", "d", 1, 1, True), ("b", "d", 2, 2, True), ("c", "d", 3, 3, True)], False, id="one-gone"),
+        pytest.param([("a", "d", 1, 1, True), ("c", "d", 3, 3, True)], False, id="swapped"),
+    ],
+)
+def test_unchanged_only_when_the_listing_is_what_was_published(rows: list[JournalRow], unchanged: bool) -> None:
+    existing = {"a": FileStat(1, 1), "b": FileStat(2, 2)}
+    assert vouched_among(rows, existing).unchanged is unchanged
 
 
 def test_integers_beyond_64_bits_are_published_exactly_as_served() -> None:
