@@ -75,9 +75,10 @@ class IndexBytes:
     sharded: bool = False  # a CEP-16 shard index, not repodata.json
 
 
-async def parse_index(index: IndexBytes) -> Repodata:
+async def parse_index(index: IndexBytes, names: Callable[[str], bool] | None = None) -> Repodata:
+    """Decompress and parse a fetched repodata.json; `names` as for `parse_repodata`."""
     data = await asyncio.to_thread(decompress_zst, index.data, index.source) if index.compressed else index.data
-    return await asyncio.to_thread(parse_repodata, data, index.source)
+    return await asyncio.to_thread(parse_repodata, data, index.source, names)
 
 
 class ChannelReader:

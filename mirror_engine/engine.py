@@ -164,6 +164,8 @@ class MirrorRun:
         self.verify = verify  # hash every file on disk instead of trusting the journal
         self.wait_for_workers = wait_for_workers  # every download in a worker process (tests of the workers)
         self.journal: Journal | None = None
+        # pkg_list alone (no dependency closure): only the records of its names are ever needed
+        self._by_names = bool(self.rules.pkg_list) and not config.include_dependencies
         self._fingerprints: dict[str, str] = {}  # subdir -> fingerprint of the inputs of its plan
         self._index_cache: dict[str, list[tuple[int, IndexBytes]]] = {}  # read ahead by include_dependencies
         self._upstream_cache: dict[str, list[Upstream]] = {}
@@ -367,11 +369,11 @@ class MirrorRun:
         return plan
 
     async def _parse(self, reader: ChannelReader, subdir: str, channel: int, index: IndexBytes) -> Repodata:
-        if index.sharded:
-            return await reader.sharded_repodata(
-                self.channels[channel], subdir, index, self.rules.pkg_list.__contains__
-            )
-        return await parse_index(index)
+        # With pkg_list alone, only the records of its names are read, from shards or from the whole index.
+        names = self.rules.pkg_list.__contains__ if self._by_names else None
+        if index.sharded and names is not None:
+            return await reader.sharded_repodata(self.channels[channel], subdir, index, names)
+        return await parse_index(index, names)
 
     async def _upstreams(
         self, reader: ChannelReader, subdir: str, indexes: list[tuple[int, IndexBytes]]
@@ -411,9 +413,9 @@ class MirrorRun:
         """Every channel's index of a subdir; empty if any channel failed, since publishing without one
         channel's records would drop its files from the mirror."""
         # With pkg_list alone, a few shards replace a whole index (conda-forge's linux-64 is ~250 MB).
-        shards = bool(self.config.pkg_list) and not self.config.include_dependencies
         fetched = await asyncio.gather(
-            *(reader.index_bytes(channel, subdir, shards=shards) for channel in self.channels), return_exceptions=True
+            *(reader.index_bytes(channel, subdir, shards=self._by_names) for channel in self.channels),
+            return_exceptions=True,
         )
         indexes: list[tuple[int, IndexBytes]] = []
         for position, result in enumerate(fetched):

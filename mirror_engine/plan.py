@@ -117,6 +117,8 @@ def plan_subdir(
     several = len(upstreams) > 1
     for upstream in sorted(upstreams, key=lambda u: u.channel):
         counts = verdicts.setdefault(upstream.channel, Counter())
+        if upstream.repodata.unread:  # left unread by parse_repodata: not of a package in pkg_list
+            counts[Verdict.PKG_LIST] += upstream.repodata.unread
         # This loop runs once per upstream record (600,000 in conda-forge's linux-64): kept lean on purpose.
         for record in upstream.repodata.records:
             filename = record.filename

@@ -523,3 +523,40 @@ def test_integers_beyond_64_bits_are_published_exactly_as_served() -> None:
     assert upstream.records[0].raw["n"] == 123456789012345678901234567890
     published = encode_index("linux-64", [upstream], upstream.records)
     assert published.count(huge) == 2
+
+
+def test_pkg_list_parses_only_the_records_of_its_names_and_counts_the_rest() -> None:
+    def entry(name: str) -> dict[str, Any]:
+        return {"name": name, "version": "1", "build": "0", "size": 1, "sha256": sha(name)}
+
+    served = orjson.dumps(
+        {
+            "packages": {"numpy-1-0.tar.bz2": entry("numpy"), "scipy-1-0.tar.bz2": entry("scipy")},
+            "packages.conda": {
+                "numpy-1-0.conda": entry("numpy"),
+                "NumPy-2-0.conda": entry("numpy"),  # pkg_list is matched case-insensitively
+                "scipy-1-0.conda": entry("scipy"),
+                "other-1-0.conda": entry("numpy"),  # its file name names another package: not chosen
+                "numpy.conda": entry("numpy"),  # no version or build in its name: read and judged
+                "../numpy-1-0.conda": entry("numpy"),  # unsafe: read, so that the plan reports it
+            },
+        }
+    )
+    rules = FilterRules.build(pkg_list=["numpy"])
+    upstream_index = parse_repodata(served, SOURCE, rules.pkg_list.__contains__)
+    assert upstream_index.unread == 3
+    assert sorted(r.filename for r in upstream_index.records) == [
+        "../numpy-1-0.conda", "NumPy-2-0.conda", "numpy-1-0.conda", "numpy-1-0.tar.bz2", "numpy.conda"
+    ]  # fmt: skip
+    plan = plan_subdir("linux-64", [Upstream(0, "https://c.example.com/linux-64/", upstream_index)], rules, {})
+    assert plan.verdicts[0] == {Verdict.KEPT: 5, Verdict.PKG_LIST: 3}
+    assert sorted(plan.wanted) == ["NumPy-2-0.conda", "numpy-1-0.conda", "numpy-1-0.tar.bz2", "numpy.conda"]
+    assert [(r.filename, r.reason) for r in plan.rejected] == [
+        ("../numpy-1-0.conda", "unsafe file name '../numpy-1-0.conda'")
+    ]
+    # read whole, the same records are chosen but for the one whose file name names another package
+    whole = plan_subdir(
+        "linux-64", [Upstream(0, "https://c.example.com/linux-64/", parse_repodata(served, SOURCE))], rules, {}
+    )
+    assert set(whole.wanted) - set(plan.wanted) == {"other-1-0.conda"}
+    assert whole.verdicts[0][Verdict.PKG_LIST] == 2
