@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from mirror_engine import __version__
+from mirror_engine.arenas import cap_malloc_arenas
 from mirror_engine.bandwidth import parse_bytes
 from mirror_engine.bundle import BundleError, Snapshot, export_bundle, unpack_bundle
 from mirror_engine.channel import Channel
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    cap_malloc_arenas()
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     _setup_logging(args.verbose, args.quiet, console, json_lines=args.log_format == "json")

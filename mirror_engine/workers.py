@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror_engine import errors
+from mirror_engine.arenas import cap_malloc_arenas
 from mirror_engine.bandwidth import TokenBucket
 from mirror_engine.config import MirrorConfig
 from mirror_engine.destinations.base import FileStat
@@ -340,6 +341,7 @@ def _share_of_bandwidth(config: MirrorConfig) -> TokenBucket | None:
 
 
 def main() -> None:
+    cap_malloc_arenas()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="worker %(process)d: %(message)s")
