@@ -204,12 +204,14 @@ def test_md5_only_and_odd_digests() -> None:
     md5_only = record("oldpkg", sha256=None)
     bad_sha = record("badsha", sha256="not-hex")
     upper = record("upper", sha256=hexdigest("x").upper())
-    out = {shard.name: read_shard(shard.data) for shard in build_shards([md5_only, bad_sha, upper])}
+    spaced = record("spaced", sha256=hexdigest("y")[:62] + " 0")  # 64 characters that fromhex would take
+    out = {shard.name: read_shard(shard.data) for shard in build_shards([md5_only, bad_sha, upper, spaced])}
     old = out["oldpkg"]["packages.conda"][md5_only.filename]
     assert "sha256" not in old
     assert old["md5"] == bytes.fromhex(hexdigest(md5_only.filename, "md5"))
     assert out["badsha"]["packages.conda"][bad_sha.filename]["sha256"] == "not-hex"  # verbatim, as in the JSON
     assert out["upper"]["packages.conda"][upper.filename]["sha256"] == bytes.fromhex(hexdigest("x"))
+    assert out["spaced"]["packages.conda"][spaced.filename]["sha256"] == hexdigest("y")[:62] + " 0"
 
 
 def test_names_are_keyed_lower_case_and_nameless_records_are_left_out() -> None:
