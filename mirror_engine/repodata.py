@@ -350,10 +350,15 @@ def _write_section(out: Writable, entries: dict[str, RecordBytes]) -> None:
     """`{"filename": record, ...}` sorted by file name, joined a thousand records at a time: one list of
     pieces for 600,000 records held 60 MB more at the peak of a publish."""
     names = sorted(entries)
-    out.write(b"{")
+    encode = msgspec.json.encode
+    separator = b"{"
     for start in range(0, len(names), 1000):
-        # msgspec also because orjson.dumps gives each small result kilobytes of spare room (1.6 GB here)
-        pieces = [b"%s:%s" % (msgspec.json.encode(name), entries[name]) for name in names[start : start + 1000]]
-        out.write(b"," if start else b"")
-        out.write(b",".join(pieces))
-    out.write(b"}")
+        pieces: list[bytes | msgspec.Raw] = []
+        for name in names[start : start + 1000]:
+            # The record's bytes are joined as they are: formatting each key with its record first copied
+            # every record twice. msgspec also because orjson.dumps gives each small result kilobytes of
+            # spare room (1.6 GB for 600,000 names).
+            pieces += (separator, encode(name), b":", entries[name])
+            separator = b","
+        out.write(b"".join(pieces))
+    out.write(b"}" if names else b"{}")
