@@ -9,9 +9,7 @@ GIL for nearly all they allocate, so sharing arenas costs no measurable time.
 from __future__ import annotations
 
 import ctypes
-import logging
 
-log = logging.getLogger(__name__)
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 ARENAS = 2
 
