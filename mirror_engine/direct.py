@@ -174,10 +174,15 @@ class _Connection(asyncio.BufferedProtocol):
         self._length, self._write, self._on_bytes, self._throttle = length, write, on_bytes, throttle
         self._unreported = 0
         self._phase = _Phase.BODY
+        self._waiter = self._loop.create_future()  # before the early bytes: they may be the whole body
         early = self._view[self._body_start : self._fill]
         self._fill = 0
         if early:
-            self._take(early)
+            try:
+                self._take(early)
+            except BaseException:
+                self._waiter = None
+                raise
         if self._phase is _Phase.BODY and not self._throttled:
             self._resume()
         await self._wait()
@@ -237,7 +242,8 @@ class _Connection(asyncio.BufferedProtocol):
             self._resume()
 
     async def _wait(self) -> None:
-        self._waiter = self._loop.create_future()
+        if self._waiter is None:
+            self._waiter = self._loop.create_future()
         self._last_data = self._loop.time()
         self._timer = self._loop.call_at(self._last_data + self._read_timeout, self._check_stall)
         try:
