@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import trustme
 import uvloop
@@ -343,5 +344,42 @@ def test_a_kept_alive_connection_the_server_dropped_is_replaced_unseen(
                 await download(session, item, temp, lambda _: None)
                 assert temp.read_bytes() == body
             assert pool(session).answered == 2 and pool(session).opened == 2 and connections == 2
+
+    run(scenario())
+
+
+def test_the_request_carries_the_headers_aiohttp_would_send_netrc_login_included(
+    tmp_path: Path, body: bytes, run: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login alice password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+
+    async def scenario() -> None:
+        heads: list[bytes] = []
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                heads.append(await reader.readuntil(b"\r\n\r\n"))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+                await writer.drain()
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}/"
+        async with server, open_session(make_config(tmp_path, channels=[url])) as session:
+            item = TransferItem(
+                f"{url}noarch/{NAME}", "noarch", NAME, len(body), hashlib.sha256(body).hexdigest(), None, 0
+            )
+            await download(session, item, tmp_path / "n.part", lambda _: None)
+            assert pool(session).answered == 1
+        head = heads[0].decode()
+        assert head.startswith(f"GET /noarch/{NAME} HTTP/1.1\r\n")
+        assert f"Host: 127.0.0.1:{port}\r\n" in head and "Accept: */*\r\n" in head
+        assert f"Authorization: {aiohttp.encode_basic_auth('alice', 's3cret')}\r\n" in head
+        assert "Accept-Encoding: identity\r\n" in head and "User-Agent: mirror_engine/" in head
 
     run(scenario())
