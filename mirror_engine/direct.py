@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import cast
 
+import aiohappyeyeballs
 from aiohttp.http_exceptions import ContentLengthError
 from yarl import URL
 
@@ -373,11 +374,13 @@ class DirectPool:
         scheme, host, port = key
         tls = self._tls if scheme == "https" else None
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with asyncio.timeout(self._connect_timeout):  # as aiohttp's sock_connect: TLS handshake included
+                # Resolved and connected as aiohttp does (happy eyeballs), so that failures read the same.
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=0.25, loop=loop)
                 _, conn = await loop.create_connection(
                     lambda: _Connection(loop, self._read_timeout),
-                    host,
-                    port,
+                    sock=sock,
                     ssl=tls,
                     server_hostname=host if tls is not None else None,
                 )

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import socket
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -381,5 +382,46 @@ def test_the_request_carries_the_headers_aiohttp_would_send_netrc_login_included
         assert f"Host: 127.0.0.1:{port}\r\n" in head and "Accept: */*\r\n" in head
         assert f"Authorization: {aiohttp.encode_basic_auth('alice', 's3cret')}\r\n" in head
         assert "Accept-Encoding: identity\r\n" in head and "User-Agent: mirror_engine/" in head
+
+    run(scenario())
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A port on 127.0.0.1 whose SYNs go unanswered (as in test_faults): a full accept queue, never accepting."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = [socket.socket() for _ in range(4)]
+    try:
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        yield port
+    finally:
+        for each in (*fillers, listener):
+            each.close()
+
+
+def test_no_connection_fails_as_through_aiohttp(tmp_path: Path, body: bytes, run: Runner, black_hole: int) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        refusing = unused.getsockname()[1]  # closed when the block ends: nothing listens there
+
+    async def scenario() -> None:
+        for port, kind in ((refusing, "cannot connect to 127.0.0.1"), (black_hole, "no connection within")):
+            url = f"http://127.0.0.1:{port}/"
+            config = make_config(tmp_path, channels=[url], connect_timeout=0.3)
+            async with open_session(config) as session:
+                item = TransferItem(f"{url}noarch/{NAME}", "noarch", NAME, len(body), None, None, 0)
+                direct = pool(session)
+                failed = await outcome(session, item, tmp_path / "x.part")
+                session.direct = None
+                through_aiohttp = await outcome(session, item, tmp_path / "x.part")
+                session.direct = direct
+                assert direct.opened == 0 and direct.answered == 0
+            same_error(failed, through_aiohttp, ConnectionFailed)
+            assert kind in str(failed)
 
     run(scenario())
