@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import aiohttp
 
 from mirror_engine import __version__
+from mirror_engine.direct import DirectPool
 from mirror_engine.errors import (
     ConfigError,
     ConnectionFailed,
@@ -41,8 +42,10 @@ class Http:
         tls: ssl.SSLContext | bool,
         proxies: dict[str, str],
         logins: netrc.netrc | None = None,
+        direct: DirectPool | None = None,
     ) -> None:
         self.session = session
+        self.direct = direct  # big bodies read off the socket without aiohttp (direct.py); None: never
         self._tls = tls
         self._proxies = proxies
         self._no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
@@ -53,6 +56,17 @@ class Http:
 
     def head(self, url: str, **options: Any) -> Any:
         return self.session.head(url, ssl=self._tls, **self._proxy(url, self._login(url, options)))
+
+    def direct_headers(self, url: str) -> dict[str, str] | None:
+        """The headers `get` would send for `url`, for a request made without aiohttp; None when only aiohttp
+        may make it: no direct pool, a proxy applies, or the URL carries credentials (aiohttp's basic auth)."""
+        parts = urlsplit(url)
+        if self.direct is None or parts.scheme not in ("http", "https") or parts.username is not None:
+            return None
+        if "proxy" in self._proxy(url, {}):
+            return None
+        options = self._login(url, {"headers": {"Accept-Encoding": "identity"}})
+        return {"User-Agent": USER_AGENT, "Accept": "*/*", **options["headers"]}
 
     def _login(self, url: str, options: dict[str, Any]) -> dict[str, Any]:
         """~/.netrc credentials for the host, as conda (through requests) sends them."""
@@ -85,6 +99,8 @@ class Http:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.direct is not None:
+            self.direct.close()
         await self.session.close()
 
 
@@ -109,7 +125,9 @@ def open_session(config: MirrorConfig) -> Http:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout)
     # The environment is read once here: aiohttp's trust_env would read it, and ~/.netrc, per request.
     session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT})
-    return Http(session, tls_context(config), environment_proxies() | dict(config.proxy_servers), _netrc())
+    tls = tls_context(config)
+    direct = DirectPool(tls, config.connect_timeout, config.read_timeout, keep=config.concurrency + 8)
+    return Http(session, tls, environment_proxies() | dict(config.proxy_servers), _netrc(), direct)
 
 
 def environment_proxies() -> dict[str, str]:

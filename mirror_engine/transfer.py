@@ -35,6 +35,9 @@ BLOCK = 1 << 20  # bytes handed to a thread at once: large enough that hashlib r
 # thread and back, whose wake-ups (futex) cost more system time than the work itself on a run of small
 # packages; with one process per core there is no idle core for the thread anyway.
 INLINE_BYTES = BLOCK
+# A body at least this big is read off the socket by direct.py, where the session allows it (no proxy, no
+# credentials in the URL): no copy of each received piece, hashed and written from one buffer in the loop.
+DIRECT_MIN_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,7 @@ class _Sink:
         self._lock = threading.RLock()
         self._discarded = False
 
-    def absorb(self, *chunks: bytes) -> None:
+    def absorb(self, *chunks: bytes | memoryview) -> None:
         """Hash and write `chunks` as they came off the socket: joining them first would copy every byte."""
         with self._lock:
             if self._discarded:
@@ -96,7 +99,7 @@ class _Sink:
             _destination_call(self.path, lambda: self._write(chunks))
             self.size += sum(map(len, chunks))
 
-    def _write(self, chunks: tuple[bytes, ...]) -> None:
+    def _write(self, chunks: tuple[bytes | memoryview, ...]) -> None:
         file = self._open()
         for data in chunks:
             file.write(data)
@@ -159,6 +162,9 @@ async def download(
         return
     sink = _Sink(temp_path, with_md5)
     try:
+        if await _direct(session, item, sink, on_bytes, throttle):
+            sink.finish([], item, redact(item.url))  # every byte is in: verify and close (no thread, nothing left)
+            return
         tail = await _stream(session, item, sink, on_bytes, throttle)
         if sink.size == 0 and item.size <= INLINE_BYTES:  # a small package: hashed and written right here
             sink.finish(tail, item, redact(item.url))
@@ -167,6 +173,23 @@ async def download(
     except BaseException:
         await asyncio.shield(asyncio.to_thread(sink.discard))
         raise
+
+
+async def _direct(
+    session: Http,
+    item: TransferItem,
+    sink: _Sink,
+    on_bytes: Callable[[int], None],
+    throttle: TokenBucket | None,
+) -> bool:
+    """A big body read into `sink` by direct.py; False: it was not (nothing of the body read), ask aiohttp."""
+    if session.direct is None or item.size < DIRECT_MIN_BYTES:
+        return False
+    headers = session.direct_headers(item.url)
+    if headers is None:
+        return False
+    url = redact(item.url)
+    return await session.direct.fetch(item.url, url, headers, item.size, sink.absorb, on_bytes, throttle)
 
 
 async def _stream(
