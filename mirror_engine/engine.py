@@ -289,7 +289,8 @@ class MirrorRun:
         for subdir in subdirs:
             self._index_cache[subdir] = indexes = await self._fetch_indexes(reader, subdir)
             upstreams = await self._upstreams(reader, subdir, indexes) if indexes else None
-            if upstreams is None:
+            if upstreams is None:  # absent, or failed and reported: its bytes were taken, nothing to plan
+                self._index_cache[subdir] = []
                 continue
             self._upstream_cache[subdir] = upstreams
             probe = await asyncio.to_thread(plan_subdir, subdir, upstreams, self.rules, {})

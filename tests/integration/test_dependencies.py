@@ -64,3 +64,16 @@ async def test_without_the_key_nothing_is_added(tmp_path: Path, channel: Path) -
         "numpy-1.26.4-py311h64a7726_0.conda",
         "numpy-1.26.4-py310hb13e2d6_0.conda",
     }
+
+
+async def test_a_subdir_whose_index_is_broken_is_reported_once(tmp_path: Path, channel: Path) -> None:
+    (channel / "linux-64" / "repodata.json.zst").unlink(missing_ok=True)
+    (channel / "linux-64" / "repodata.json").write_text('{"packages": [1, 2]}')
+    config = make_config(tmp_path, channels=[str(channel)], pkg_list=["requests"], include_dependencies=True)
+    summary = await mirror(config)
+    assert [what for what, _ in summary.failures] == ["linux-64 (not published)"]
+    assert "packages: not an object" in summary.failures[0][1]
+    assert names(published(config, "noarch")) == {
+        "requests-2.32.3-pyhd8ed1ab_0.conda",
+        "urllib3-2.2.2-pyhd8ed1ab_1.conda",
+    }
