@@ -314,7 +314,7 @@ class DirectPool:
     """Kept-alive connections by (scheme, host, port), for the bodies read directly; one per worker process."""
 
     def __init__(self, tls: ssl.SSLContext | bool, connect_timeout: float, read_timeout: float, keep: int) -> None:
-        self._tls = tls if isinstance(tls, ssl.SSLContext) else _unverified() if tls is False else None
+        self.tls = _context(tls)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._keep = keep
@@ -372,7 +372,7 @@ class DirectPool:
                 return conn, True
             conn.close()
         scheme, host, port = key
-        tls = self._tls if scheme == "https" else None
+        tls = self.tls if scheme == "https" else None
         try:
             async with asyncio.timeout(self._connect_timeout):  # as aiohttp's sock_connect: TLS handshake included
                 # Resolved and connected as aiohttp does (happy eyeballs), so that failures read the same.
@@ -432,6 +432,14 @@ def _check(head: Head, shown: str, size: int) -> None:
     promised = int(head.headers["content-length"])
     if promised != size:
         raise ShortBody(f"{shown}: server sends {promised} bytes, the record says {size}")
+
+
+def _context(tls: ssl.SSLContext | bool) -> ssl.SSLContext:
+    """aiohttp's `ssl` argument as a context for https URLs: False skips the checks, and True (the default
+    checks) must not become a plain TCP connection."""
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    return _unverified() if tls is False else ssl.create_default_context()
 
 
 def _unverified() -> ssl.SSLContext:

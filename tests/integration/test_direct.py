@@ -425,3 +425,11 @@ def test_no_connection_fails_as_through_aiohttp(tmp_path: Path, body: bytes, run
             assert kind in str(failed)
 
     run(scenario())
+
+
+@pytest.mark.parametrize("tls", [True, False])
+def test_https_is_never_plain_tcp_whatever_the_tls_argument(tls: bool) -> None:
+    context = DirectPool(tls, 1.0, 1.0, keep=1).tls
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == (ssl.CERT_REQUIRED if tls else ssl.CERT_NONE)
+    assert context.check_hostname is tls
