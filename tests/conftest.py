@@ -4,6 +4,7 @@ leave the heap frozen (gcpause) behind it."""
 from __future__ import annotations
 
 import gc
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -21,3 +22,21 @@ def heap_thawed_after_each_test() -> Iterator[None]:
     or every later collection in the process misses what was alive then."""
     yield
     assert gc.get_freeze_count() == 0, "a run left the heap frozen"
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A port on 127.0.0.1 whose SYNs go unanswered: a listener with a full accept queue, never accepting."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = [socket.socket() for _ in range(4)]
+    try:
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))  # the first fills the queue; the others hang as ours will
+        yield port
+    finally:
+        for each in (*fillers, listener):
+            each.close()

@@ -8,7 +8,7 @@ import hashlib
 import random
 import socket
 import ssl
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,18 @@ def body(tmp_path: Path) -> bytes:
 def item_for(server: ChannelServer, data: bytes, *, size: int | None = None, sha256: str | None = None) -> TransferItem:
     digest = sha256 or hashlib.sha256(data).hexdigest()
     return TransferItem(f"{server.url}noarch/{NAME}", "noarch", NAME, size or len(data), digest, None, 0)
+
+
+def item_at(url: str, data: bytes) -> TransferItem:
+    return TransferItem(f"{url}noarch/{NAME}", "noarch", NAME, len(data), hashlib.sha256(data).hexdigest(), None, 0)
+
+
+async def raw_server(
+    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> tuple[asyncio.Server, str]:
+    """A hand-written HTTP server on 127.0.0.1, for answers ChannelServer does not give; and its URL."""
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
 
 
 def pool(session: Http) -> DirectPool:
@@ -333,13 +345,9 @@ def test_a_kept_alive_connection_the_server_dropped_is_replaced_unseen(
             finally:
                 writer.close()
 
-        server = await asyncio.start_server(one_answer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        url = f"http://127.0.0.1:{port}/"
+        server, url = await raw_server(one_answer)
         async with server, open_session(make_config(tmp_path, channels=[url])) as session:
-            item = TransferItem(
-                f"{url}noarch/{NAME}", "noarch", NAME, len(body), hashlib.sha256(body).hexdigest(), None, 0
-            )
+            item = item_at(url, body)
             for number in range(2):
                 temp = tmp_path / f"{number}.part"
                 await download(session, item, temp, lambda _: None)
@@ -368,13 +376,10 @@ def test_the_request_carries_the_headers_aiohttp_would_send_netrc_login_included
             finally:
                 writer.close()
 
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        server, url = await raw_server(answer)
         port = server.sockets[0].getsockname()[1]
-        url = f"http://127.0.0.1:{port}/"
         async with server, open_session(make_config(tmp_path, channels=[url])) as session:
-            item = TransferItem(
-                f"{url}noarch/{NAME}", "noarch", NAME, len(body), hashlib.sha256(body).hexdigest(), None, 0
-            )
+            item = item_at(url, body)
             await download(session, item, tmp_path / "n.part", lambda _: None)
             assert pool(session).answered == 1
         head = heads[0].decode()
@@ -384,24 +389,6 @@ def test_the_request_carries_the_headers_aiohttp_would_send_netrc_login_included
         assert "Accept-Encoding: identity\r\n" in head and "User-Agent: mirror_engine/" in head
 
     run(scenario())
-
-
-@pytest.fixture
-def black_hole() -> Iterator[int]:
-    """A port on 127.0.0.1 whose SYNs go unanswered (as in test_faults): a full accept queue, never accepting."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = [socket.socket() for _ in range(4)]
-    try:
-        for filler in fillers:
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-        yield port
-    finally:
-        for each in (*fillers, listener):
-            each.close()
 
 
 def test_no_connection_fails_as_through_aiohttp(tmp_path: Path, body: bytes, run: Runner, black_hole: int) -> None:

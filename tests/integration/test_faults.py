@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,24 +204,6 @@ async def test_file_timeout_cuts_a_dripping_download(tmp_path: Path, processes: 
     assert 0 < served.sent < size  # cut off midway, not refused
     assert names(published(config, "noarch")) == set()
     assert not leftovers(tmp_path / "mirror")
-
-
-@pytest.fixture
-def black_hole() -> Iterator[int]:
-    """A port on 127.0.0.1 whose SYNs go unanswered: a listener with a full accept queue, never accepting."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = [socket.socket() for _ in range(4)]
-    try:
-        for filler in fillers:
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))  # the first fills the queue; the others hang as ours will
-        yield port
-    finally:
-        for each in (*fillers, listener):
-            each.close()
 
 
 async def test_a_connect_timeout_is_reported_as_one(tmp_path: Path, black_hole: int) -> None:
