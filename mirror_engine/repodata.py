@@ -176,17 +176,21 @@ _LOWER_HEX = {64: re.compile("[0-9a-f]{64}"), 32: re.compile("[0-9a-f]{32}")}
 
 def checked_digest(value: object, length: int) -> str | None:
     """`value` as lower-case hex when it is a hex digest of `length` digits, else None."""
+    if isinstance(value, str) and len(value) == length and _LOWER_HEX[length].fullmatch(value):
+        return value  # as nearly every record has it: no copy
+    digest = digest_bytes(value, length)
+    return None if digest is None else digest.hex()
+
+
+def digest_bytes(value: object, length: int) -> bytes | None:
+    """A hex digest of `length` digits (either case) as raw bytes, else None: what `checked_digest` accepts."""
     if not isinstance(value, str) or len(value) != length:
         return None
-    if _LOWER_HEX[length].fullmatch(value):
-        return value  # as nearly every record has it: no copy
-    try:  # fromhex is C-fast, but skips whitespace: the decoded length catches that
-        valid = len(bytes.fromhex(value)) * 2 == length
+    try:
+        digest = bytes.fromhex(value)
     except ValueError:
         return None
-    if not valid:
-        return None
-    return value.lower()
+    return digest if len(digest) * 2 == length else None  # fromhex skips whitespace: the length catches it
 
 
 @dataclass(frozen=True, slots=True)
