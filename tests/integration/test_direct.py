@@ -4,11 +4,12 @@ and one line, as the aiohttp path gives for the same fault. Run on asyncio's loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,16 @@ async def raw_server(
     return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
 
 
+@contextlib.asynccontextmanager
+async def served(tmp_path: Path) -> AsyncIterator[tuple[ChannelServer, Http]]:
+    """The test channel under tmp_path/pkgs on a real server, and a session configured for it."""
+    async with (
+        ChannelServer(tmp_path / "pkgs") as server,
+        open_session(make_config(tmp_path, channels=[server.url])) as session,
+    ):
+        yield server, session
+
+
 def pool(session: Http) -> DirectPool:
     assert session.direct is not None
     return session.direct
@@ -103,10 +114,7 @@ def same_error(direct: BaseException | None, through_aiohttp: BaseException | No
 
 def test_a_big_file_is_read_directly_verified_and_its_connection_kept(tmp_path: Path, body: bytes, run: Runner) -> None:
     async def scenario() -> None:
-        async with (
-            ChannelServer(tmp_path / "pkgs") as server,
-            open_session(make_config(tmp_path, channels=[server.url])) as session,
-        ):
+        async with served(tmp_path) as (server, session):
             counted: list[int] = []
             for number in range(2):
                 temp = tmp_path / f"{number}.part"
@@ -121,10 +129,7 @@ def test_a_big_file_is_read_directly_verified_and_its_connection_kept(tmp_path: 
 
 def test_a_wrong_sha256_fails_as_through_aiohttp_and_leaves_nothing(tmp_path: Path, body: bytes, run: Runner) -> None:
     async def scenario() -> None:
-        async with (
-            ChannelServer(tmp_path / "pkgs") as server,
-            open_session(make_config(tmp_path, channels=[server.url])) as session,
-        ):
+        async with served(tmp_path) as (server, session):
             direct, through_aiohttp = await both_ways(session, server, item_for(server, body), tmp_path, "corrupt")
             assert pool(session).answered == 1
         same_error(direct, through_aiohttp, ChecksumMismatch)
@@ -137,10 +142,7 @@ def test_a_body_cut_short_or_reset_fails_as_through_aiohttp(
     tmp_path: Path, body: bytes, run: Runner, fault: str
 ) -> None:
     async def scenario() -> None:
-        async with (
-            ChannelServer(tmp_path / "pkgs") as server,
-            open_session(make_config(tmp_path, channels=[server.url])) as session,
-        ):
+        async with served(tmp_path) as (server, session):
             direct, through_aiohttp = await both_ways(session, server, item_for(server, body), tmp_path, fault)
             assert pool(session).answered == 1
         same_error(direct, through_aiohttp, ShortBody)
@@ -183,10 +185,7 @@ def test_an_error_status_fails_as_through_aiohttp(tmp_path: Path, body: bytes, r
 
 def test_a_length_other_than_the_records_fails_as_through_aiohttp(tmp_path: Path, body: bytes, run: Runner) -> None:
     async def scenario() -> None:
-        async with (
-            ChannelServer(tmp_path / "pkgs") as server,
-            open_session(make_config(tmp_path, channels=[server.url])) as session,
-        ):
+        async with served(tmp_path) as (server, session):
             item = item_for(server, body, size=len(body) + 1)
             direct, through_aiohttp = await both_ways(session, server, item, tmp_path, None)
         same_error(direct, through_aiohttp, ShortBody)
@@ -197,10 +196,7 @@ def test_a_length_other_than_the_records_fails_as_through_aiohttp(tmp_path: Path
 
 def test_a_redirect_is_left_to_aiohttp_which_follows_it(tmp_path: Path, body: bytes, run: Runner) -> None:
     async def scenario() -> None:
-        async with (
-            ChannelServer(tmp_path / "pkgs") as server,
-            open_session(make_config(tmp_path, channels=[server.url])) as session,
-        ):
+        async with served(tmp_path) as (server, session):
             server.faults[PATH] += ["redirect", "redirect"]  # as a real server would, every time
             temp = tmp_path / "r.part"
             await download(session, item_for(server, body), temp, lambda _: None)
@@ -279,10 +275,7 @@ class _Recorder(TokenBucket):
 
 def test_the_throttle_is_asked_for_every_byte(tmp_path: Path, body: bytes, run: Runner) -> None:
     async def scenario() -> None:
-        async with (
-            ChannelServer(tmp_path / "pkgs") as server,
-            open_session(make_config(tmp_path, channels=[server.url])) as session,
-        ):
+        async with served(tmp_path) as (server, session):
             throttle = _Recorder()
             temp = tmp_path / "b.part"
             await download(session, item_for(server, body), temp, lambda _: None, throttle)
