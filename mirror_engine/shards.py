@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]  # msgpack ships neither stubs nor py.typed
 import msgspec
 import zstandard
 
@@ -180,8 +179,7 @@ def _shard_record(record: Record) -> dict[str, Any]:
 
 
 def _pack(doc: dict[str, Any]) -> bytes:
-    """msgpack with every map's keys sorted, all the way down (str as str, bytes as bin): the same bytes
-    msgpack.packb(use_bin_type=True) gives for sorted maps, in one call to C."""
+    """msgpack with every map's keys sorted, all the way down (str as str, bytes as bin), in one call to C."""
     return msgspec.msgpack.encode(doc, order="sorted")
 
 
@@ -193,8 +191,8 @@ def _compressor() -> zstandard.ZstdCompressor:
 def _unpack(data: bytes, source: str) -> dict[str, Any]:
     raw = decompress_zst(data, source)
     try:
-        doc = msgpack.unpackb(raw, raw=False)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        doc = msgspec.msgpack.decode(raw)
+    except msgspec.DecodeError as exc:
         raise BadRepodata(f"{source}: not valid msgpack: {exc}") from None
     if not isinstance(doc, dict):
         raise BadRepodata(f"{source}: top level is not a map")

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -105,10 +106,17 @@ async def both_ways(
     return results[0], results[1]
 
 
-def same_error(direct: BaseException | None, through_aiohttp: BaseException | None, kind: type[Exception]) -> None:
+def same_error(
+    direct: BaseException | None, through_aiohttp: BaseException | None, kind: type[Exception], *, counts: bool = True
+) -> None:
+    """The same class and line; with `counts` false, the same line but for its numbers (a TCP reset discards
+    what the server's kernel had not sent yet, so how much each client received before it is chance)."""
     assert isinstance(direct, kind), direct
     assert type(direct) is type(through_aiohttp)
-    assert str(direct) == str(through_aiohttp)
+    if counts:
+        assert str(direct) == str(through_aiohttp)
+    else:
+        assert re.sub(r"\d+", "N", str(direct)) == re.sub(r"\d+", "N", str(through_aiohttp))
     assert "\n" not in str(direct)
 
 
@@ -145,7 +153,7 @@ def test_a_body_cut_short_or_reset_fails_as_through_aiohttp(
         async with served(tmp_path) as (server, session):
             direct, through_aiohttp = await both_ways(session, server, item_for(server, body), tmp_path, fault)
             assert pool(session).answered == 1
-        same_error(direct, through_aiohttp, ShortBody)
+        same_error(direct, through_aiohttp, ShortBody, counts=fault != "reset")
 
     run(scenario())
 
