@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -288,6 +289,8 @@ async def _until_signalled(mirror: MirrorRun, *, dry_run: bool, metrics: Path | 
     finally:
         if writer is not None:
             writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer  # a bug that ended it early is raised here, not logged whenever it is collected
         for each in stop_signals:
             loop.remove_signal_handler(each)
 

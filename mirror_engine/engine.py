@@ -228,7 +228,11 @@ class MirrorRun:
         if readonly:
             return await Journal.open_readonly(path, self.config.dest_channel)
         journal = await Journal.open(path, self.config.dest_channel, durable=self.destination.make_durable)
-        await journal.begin_run()
+        try:
+            await journal.begin_run()
+        except BaseException:  # a full disk, say: the run never gets the journal to close it
+            await asyncio.shield(journal.close())
+            raise
         return journal
 
     async def _close_journal(self, status: str) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mirror_engine.destinations.base import FileStat
-from mirror_engine.errors import DestinationError, DiskFull, MirrorError
+from mirror_engine.errors import DestinationError, DiskFull
 from mirror_engine.plan import Vouched, vouched_among
 
 log = logging.getLogger(__name__)
@@ -97,14 +97,18 @@ class Journal:
         self._pending: list[_Write] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._failed: MirrorError | None = None  # set by a failed commit; every later flush raises it
+        self._failed: Exception | None = None  # set by a failed commit; every later flush raises it
 
     # --- opening -----------------------------------------------------------------------------
 
     @classmethod
     async def open(cls, path: Path, channel: str, durable: Callable[[], None] | None = None) -> Journal:
         journal = cls(path, channel, durable)
-        await journal._call(journal._connect)
+        try:
+            await journal._call(journal._connect)
+        except BaseException:  # a full disk, say: the caller never gets the journal, so it cannot close it
+            journal._executor.shutdown(wait=False)
+            raise
         return journal
 
     @classmethod
@@ -191,14 +195,19 @@ class Journal:
     async def begin_run(self) -> int:
         def begin() -> int:
             db = self._require()
-            with db:
-                db.execute("BEGIN")
-                # A run still marked running was cut short: kill -9, power loss, OOM.
-                db.execute("UPDATE runs SET status='interrupted' WHERE channel=? AND status='running'", (self.channel,))
-                cursor = db.execute(
-                    "INSERT INTO runs (channel, pid, started, status) VALUES (?, ?, ?, 'running')",
-                    (self.channel, os.getpid(), time.time()),
-                )
+            try:
+                with db:
+                    db.execute("BEGIN")
+                    # A run still marked running was cut short: kill -9, power loss, OOM.
+                    db.execute(
+                        "UPDATE runs SET status='interrupted' WHERE channel=? AND status='running'", (self.channel,)
+                    )
+                    cursor = db.execute(
+                        "INSERT INTO runs (channel, pid, started, status) VALUES (?, ?, ?, 'running')",
+                        (self.channel, os.getpid(), time.time()),
+                    )
+            except sqlite3.Error as exc:
+                raise _sqlite_error(self.path, exc) from None
             return int(cursor.lastrowid or 0)
 
         self.run_id = await self._call(begin)
@@ -379,7 +388,9 @@ class Journal:
         """Commit what is queued, one transaction per batch, until nothing is left (group commit).
 
         A failed commit fails every waiter, now and later (the journal can no longer vouch for anything);
-        it is not raised in this task, which nobody awaits.
+        it is not raised in this task, which nobody awaits. Not only a MirrorError: an OSError of the
+        `durable` callback, say, would otherwise end this task with an exception nobody retrieves and
+        leave its waiters waiting for ever.
         """
         busy = False
         while (self._pending or self._waiters) and self._failed is None:
@@ -390,7 +401,7 @@ class Journal:
             waiters, self._waiters = self._waiters, []
             try:
                 await asyncio.shield(self._call(self._commit, batch))
-            except MirrorError as exc:
+            except Exception as exc:
                 self._failed = exc
                 waiters += self._waiters
                 self._waiters = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -9,7 +10,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from mirror_engine.errors import DestinationBusy, DestinationError
+from mirror_engine.errors import DestinationBusy, DestinationError, destination_error
 
 
 class RunLock:
@@ -31,10 +32,15 @@ class RunLock:
             holder = _describe_holder(handle)
             handle.close()
             raise DestinationBusy(f"{what}: another mirror_engine run is writing here ({holder})") from None
-        handle.seek(0)
-        handle.truncate()
-        json.dump({"pid": os.getpid(), "started": time.time()}, handle)
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            json.dump({"pid": os.getpid(), "started": time.time()}, handle)
+            handle.flush()
+        except OSError as exc:  # a full disk: the lock we took must not outlive this failed run
+            with contextlib.suppress(OSError):  # close() flushes again, fails again, and closes all the same
+                handle.close()
+            raise destination_error(self.path, exc) from None
         self._file = handle
 
     def release(self) -> None:

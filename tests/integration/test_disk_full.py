@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shutil
+import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from mirror_engine.demo import DEMO_PACKAGES, DemoPackage, build_channel
 from mirror_engine.destinations.local import LocalDestination
 from mirror_engine.engine import MirrorRun
 from mirror_engine.errors import DestinationError, DiskFull, MirrorError
-from mirror_engine.journal import Journal
+from mirror_engine.journal import SCHEMA, SCHEMA_VERSION, Journal
 from mirror_engine.lock import RunLock
 from mirror_engine.progress import NullReporter
 from mirror_engine.summary import RunSummary
@@ -120,19 +121,32 @@ def set_aside_journals(config: MirrorConfig) -> list[str]:
     return sorted(path.name for path in config.state_dir.glob("*.bad"))
 
 
-def release_leaks(*, retrieve: bool = True) -> None:
-    """Close the locks and journals a failed run left open, and (if `retrieve`) take the exceptions of its
-    tasks, so that no later test meets them when they are collected (the bugs pinned below leak them)."""
+def leaks() -> list[str]:
+    """What a finished run left behind: a RunLock still held, a Journal still open (its connection or its
+    thread), a task done with an exception nobody took (its __del__ would log it later, in another test)."""
+    found: list[str] = []
     for leaked in gc.get_objects():  # before collecting: garbage not yet collected is listed too
         kind = type(leaked)  # not isinstance: on a dead weakref.proxy among the garbage it raises ReferenceError
-        if issubclass(kind, RunLock):
-            leaked.release()
-        elif issubclass(kind, Journal) and leaked._db is not None:
-            leaked._executor.submit(leaked._close).result()  # the connection belongs to its thread
-            leaked._executor.shutdown()
-        elif retrieve and issubclass(kind, asyncio.Task) and leaked.done() and not leaked.cancelled():
-            leaked.exception()  # else its __del__ logs "Task exception was never retrieved", at any time
-    gc.collect()
+        if issubclass(kind, RunLock) and leaked._file is not None:
+            found.append(f"RunLock {leaked.path} still held")
+        elif issubclass(kind, Journal) and (leaked._db is not None or not leaked._executor._shutdown):
+            found.append(f"Journal {leaked.path} still open")
+        elif issubclass(kind, asyncio.Task) and leaked.done() and leaked._log_traceback:
+            found.append(
+                f"{leaked.get_name()} ({leaked.get_coro()}): exception never retrieved: {leaked.exception()!r}"
+            )
+    return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every run here fails on a full disk: it must still release its lock, close its journal and take
+    the exceptions of its tasks."""
+    yield
+    left = leaks()
+    gc.collect()  # what the run dropped unretrieved logs now, while this test still captures the log
+    unretrieved = [record.getMessage() for record in caplog.records if "never retrieved" in record.getMessage()]
+    assert not left and not unretrieved, [*left, *unretrieved]
 
 
 async def test_a_package_that_does_not_fit_stops_the_run_and_the_next_run_resumes(
@@ -241,7 +255,6 @@ async def test_the_journal_running_out_of_space_is_disk_full(tmp_path: Path, dis
             assert not leftovers(disk.path)
         finally:
             disk.unfill()
-            release_leaks()
 
 
 async def test_a_failed_journal_write_still_releases_the_lock(tmp_path: Path, disk: SmallDisk) -> None:
@@ -253,17 +266,14 @@ async def test_a_failed_journal_write_still_releases_the_lock(tmp_path: Path, di
         try:
             with pytest.raises(MirrorError):
                 await bounded(run)
-            disk.unfill()
-            summary = await mirror(config)
-            assert summary.exit_code == 0, summary.failures
-            assert names(assert_index_sound(config, "noarch", docs["noarch"])) == names(docs["noarch"])
         finally:
-            release_leaks()
+            disk.unfill()
+        summary = await mirror(config)  # the lock was released: this run is not DestinationBusy
+        assert summary.exit_code == 0, summary.failures
+        assert names(assert_index_sound(config, "noarch", docs["noarch"])) == names(docs["noarch"])
 
 
-async def test_a_failed_journal_write_leaves_no_unretrieved_task(
-    tmp_path: Path, disk: SmallDisk, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_a_failed_journal_write_leaves_nothing_behind(tmp_path: Path, disk: SmallDisk) -> None:
     root = tmp_path / "upstream"
     build_channel(root, [DemoPackage(name, "1", "0", subdir="noarch") for name in "abc"])
     disk.mount("6m")
@@ -272,13 +282,10 @@ async def test_a_failed_journal_write_leaves_no_unretrieved_task(
         try:
             with pytest.raises(MirrorError):
                 await bounded(run)
-            disk.unfill()
-            del run
-            release_leaks(retrieve=False)  # collects the run: an unretrieved task logs now
-            unretrieved = [record.getMessage() for record in caplog.records if "never retrieved" in record.getMessage()]
         finally:
-            release_leaks()  # whatever is left must not log in a later test
-    assert not unretrieved, unretrieved[0]
+            disk.unfill()
+        del run
+        assert not leaks()  # checked here too, with the run dropped, not only by the fixture
 
 
 async def test_a_flush_waiting_on_a_failing_commit_is_not_stranded(tmp_path: Path, disk: SmallDisk) -> None:
@@ -304,7 +311,8 @@ async def test_a_flush_waiting_on_a_failing_commit_is_not_stranded(tmp_path: Pat
     finally:
         gate.set()
         disk.unfill()
-        release_leaks()
+    with pytest.raises(DestinationError):  # the failed commit again, and yet its connection and thread go
+        await journal.close()
 
 
 async def test_a_disk_full_while_publishing_leaves_no_temp_files(tmp_path: Path, disk: SmallDisk) -> None:
@@ -320,3 +328,56 @@ async def test_a_disk_full_while_publishing_leaves_no_temp_files(tmp_path: Path,
             await run.run()
     assert not (config.channel_dir / "noarch" / "repodata.json").exists()
     assert not leftovers(disk.path)
+
+
+async def test_a_lock_that_cannot_be_written_is_not_held(disk: SmallDisk) -> None:
+    disk.mount("1m")
+    disk.fill()
+    try:
+        with pytest.raises(DiskFull):  # not a bare OSError: the holder's pid could not be written
+            RunLock(disk.path / "anaconda.lock").acquire("the mirror")
+    finally:
+        disk.unfill()
+    again = RunLock(disk.path / "anaconda.lock")
+    again.acquire("the mirror")  # DestinationBusy if the failed one still held its flock
+    again.release()
+
+
+async def test_a_journal_that_cannot_open_leaves_no_thread(disk: SmallDisk) -> None:
+    disk.mount("1m")
+    disk.fill()
+    try:
+        with pytest.raises(DiskFull) as caught:
+            await Journal.open(disk.path / "journal.sqlite", "anaconda")
+        assert not leaks(), caught.value  # checked while the traceback still holds the journal
+    finally:
+        disk.unfill()
+
+
+async def test_a_journal_whose_run_cannot_begin_is_closed(tmp_path: Path) -> None:
+    build_channel(tmp_path / "upstream", [DemoPackage("tiny", "1", "0", subdir="noarch")])
+    async with ChannelServer(tmp_path / "upstream") as server:
+        config = make_config(tmp_path, channels=[server.url], platforms=["noarch"])
+        config.state_dir.mkdir(parents=True)
+        with sqlite3.connect(config.state_dir / "journal.sqlite") as db:  # our schema, but a runs table of another
+            db.executescript(
+                "CREATE TABLE runs (id INTEGER PRIMARY KEY);" + SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};"
+            )
+        run = MirrorRun(config, LocalDestination(config.channel_dir), NullReporter(), rng=random.Random(1))
+        with pytest.raises(DestinationError, match="cannot use the journal") as caught:
+            await run.run()
+        assert not leaks(), caught.value  # checked while the traceback still holds the run and its journal
+        db.close()
+
+
+async def test_a_failing_sync_fails_the_flush_and_leaves_no_task(tmp_path: Path) -> None:
+    def sync_fails() -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    journal = await Journal.open(tmp_path / "journal.sqlite", "anaconda", durable=sync_fails)
+    await journal.begin_run()
+    with pytest.raises(OSError, match="Input/output error"):
+        async with asyncio.timeout(HANG_GUARD):  # a guard: the bug left this waiter waiting for ever
+            await journal.verified("noarch", "a-1-0.conda", sha256=None, md5=None, size=1, mtime_ns=1)
+    with pytest.raises(OSError, match="Input/output error"):  # raised again, and the journal closed all the same
+        await journal.close()
