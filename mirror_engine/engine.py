@@ -148,11 +148,13 @@ class MirrorRun:
         use_journal: bool = True,
         verify: bool = False,
         wait_for_workers: bool = False,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self.config = config
         self.destination = destination
         self.reporter = reporter
         self.clock = clock
+        self.sleep = sleep  # the wait before a file's retry: a test records it instead of waiting
         self.rng = rng or random.Random()
         self.channels = [Channel(url) for url in config.channel_urls]
         self.rules = rules_from_config(config)
@@ -648,7 +650,7 @@ class MirrorRun:
             await with_retries(
                 attempt,
                 self.policy,
-                sleep=asyncio.sleep,
+                sleep=self.sleep,
                 rng=self.rng,
                 on_retry=lambda error, delay: log.warning("%s; retry in %.1fs", error, delay),
             )

