@@ -758,7 +758,8 @@ def _published_filenames(repodata_json: bytes | None) -> set[str]:
 
 def _index_facts(repodata_json: bytes) -> IndexFacts:
     """Names, file count and total size of a published index (ours: every record has a name and size)."""
-    records = parse_repodata(repodata_json, "published repodata.json").records
+    # one per file: a file that two sections name (packages.conda and v3.conda) counts once
+    records = {r.filename: r for r in parse_repodata(repodata_json, "published repodata.json").records}.values()
     return frozenset(record.name for record in records), len(records), sum(record.size or 0 for record in records)
 
 

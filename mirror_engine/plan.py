@@ -78,6 +78,14 @@ class SubdirPlan:
     rejected: tuple[Rejected, ...] = ()
     retired: tuple[str, ...] = ()  # on disk, gone from upstream's packages into its `removed`: kept
     sidecars: Mapping[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)  # run_exports.json...
+    # Records of a wanted file from other sections of the same channel's index (packages.conda and
+    # v3.conda both naming one file): published beside `wanted`'s when that file is verified.
+    also: tuple[Record, ...] = ()
+
+    def published_records(self, verified: Collection[str]) -> list[Record]:
+        """Every record the index names once `verified` files are held: one per file and section."""
+        records = [record for filename, record in self.wanted.items() if filename in verified]
+        return records + [record for record in self.also if record.filename in verified]
 
     @property
     def fetch_bytes(self) -> int:
@@ -115,6 +123,7 @@ def plan_subdir(
     verdicts: dict[int, Counter[Verdict]] = {}
     conflicts: list[Conflict] = []
     rejected: list[Rejected] = []
+    also: list[Record] = []
     several = len(upstreams) > 1
     for upstream in sorted(upstreams, key=lambda u: u.channel):
         counts = verdicts.setdefault(upstream.channel, Counter())
@@ -138,6 +147,8 @@ def plan_subdir(
             if kept is not None:
                 if not _same_file(kept, record):
                     conflicts.append(Conflict(filename, owner.get(filename, upstream.channel), upstream.channel))
+                elif kept.section != record.section and owner.get(filename, upstream.channel) == upstream.channel:
+                    also.append(record)  # one file, named by two sections of one index: both are published
                 continue
             wanted[filename] = record
             if several:
@@ -167,6 +178,7 @@ def plan_subdir(
         conflicts=tuple(conflicts),
         rejected=tuple(rejected),
         retired=tuple(retired),
+        also=tuple(also),
     )
 
 

@@ -52,8 +52,9 @@ async def publish_subdir(
     Every package the index names was committed before this is called. Files upstream retired into
     `removed` that we still hold are listed in our `removed`; nothing else is.
     """
-    records = [record for filename, record in plan.wanted.items() if filename in verified]
-    held = {record.filename for record in records} | set(plan.retired)
+    files = [record for filename, record in plan.wanted.items() if filename in verified]  # one per file
+    records = plan.published_records(verified)
+    held = {record.filename for record in files} | set(plan.retired)
     for name, docs in plan.sidecars.items():
         await destination.write_index(plan.subdir, name, await asyncio.to_thread(_encode_sidecar, docs, held))
     index_sha256, shard_files = await write_index(
@@ -61,14 +62,14 @@ async def publish_subdir(
     )
     if page_title is not None:  # after repodata.json, from the same records
         await write_index_streamed(
-            destination, plan.subdir, "index.html", lambda out: write_subdir_page(out, page_title, plan.subdir, records)
+            destination, plan.subdir, "index.html", lambda out: write_subdir_page(out, page_title, plan.subdir, files)
         )
     stale = plan.stale
     if stale:
         await destination.delete(plan.subdir, list(stale))
     await collect_old_shards(destination, plan.subdir, shard_files, now=time.time() if now is None else now)
-    names = frozenset(record.name for record in records)
-    return Published(index_sha256, len(records), stale, names, sum(record.size or 0 for record in records))
+    names = frozenset(record.name for record in files)
+    return Published(index_sha256, len(files), stale, names, sum(record.size or 0 for record in files))
 
 
 def _encode_sidecar(docs: tuple[dict[str, Any], ...], held: set[str]) -> bytes:

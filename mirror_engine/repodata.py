@@ -16,6 +16,13 @@ from mirror_engine.errors import BadRepodata
 from mirror_engine.gcpause import without_gc
 
 SECTIONS = ("packages", "packages.conda")
+# CEP 48: `"v3": {format: {key: record}}`, each key a file name without the extension its format names.
+V3 = "v3"
+V3_FORMATS = {"conda": ".conda", "tar.bz2": ".tar.bz2"}
+V3_SECTIONS = tuple(f"{V3}.{fmt}" for fmt in V3_FORMATS)  # how a Record names its section
+RECORD_SECTIONS = (*SECTIONS, *V3_SECTIONS)
+# Top-level keys known to hold no records: carried as upstream wrote them, never searched for records.
+CARRIED_KEYS = ("info", "removed", "signatures", "repodata_version")
 _SAFE_FILENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*\.(tar\.bz2|conda)$")
 JsonObject = dict[str, Any]
 RecordBytes = bytes | msgspec.Raw  # a Raw is a slice of the index it was decoded from, not a copy
@@ -30,6 +37,12 @@ class _Checked(msgspec.Struct, gc=False):
     size: Any = None
     sha256: Any = None
     md5: Any = None
+
+
+class _FileName(msgspec.Struct, gc=False):
+    """A v3 record's own file name, read only for v3 records (CEP 48 lets `fn` name the file)."""
+
+    fn: Any = None
 
 
 class RecordDetails(msgspec.Struct, gc=False):
@@ -83,6 +96,7 @@ class RecordDetails(msgspec.Struct, gc=False):
 _ANY_JSON = msgspec.json.Decoder()
 _CHECKED = msgspec.json.Decoder(_Checked)
 _DETAILS = msgspec.json.Decoder(RecordDetails)
+_FILE_NAME = msgspec.json.Decoder(_FileName)
 
 
 class Record:
@@ -90,14 +104,16 @@ class Record:
 
     A conda-forge subdir has 600,000 records: each holds its bytes (a slice of the served index) and the
     few checked fields every step reads; the rest is decoded from the bytes where needed (`details`).
+    `key` is the record's key in its section: its file name, except in a v3 section (`V3_SECTIONS`).
     """
 
-    __slots__ = ("_md5", "filename", "json", "name", "section", "sha256", "size")
+    __slots__ = ("_md5", "filename", "json", "key", "name", "section", "sha256", "size")
 
-    def __init__(self, filename: str, section: str, json: RecordBytes) -> None:
+    def __init__(self, filename: str, section: str, json: RecordBytes, key: str | None = None) -> None:
         self.filename = filename
         self.section = section
         self.json = json
+        self.key = filename if key is None else key
         checked = _CHECKED.decode(json)
         self.name: str = _text(checked.name)
         value = checked.size
@@ -107,9 +123,9 @@ class Record:
         self._md5: str | None = checked_digest(checked.md5, 32) if self.sha256 is None else None
 
     @classmethod
-    def of(cls, filename: str, section: str, raw: Mapping[str, Any]) -> Record:
+    def of(cls, filename: str, section: str, raw: Mapping[str, Any], key: str | None = None) -> Record:
         """A record from its decoded form (shards, tests): its bytes are msgspec's encoding of `raw`."""
-        return cls(filename, section, msgspec.json.encode(raw))  # orjson's bytes keep kB of spare room each
+        return cls(filename, section, msgspec.json.encode(raw), key)  # orjson's bytes keep kB of spare room each
 
     @property
     def raw(self) -> JsonObject:
@@ -154,6 +170,9 @@ class Record:
         """Why we cannot mirror this record safely, or None when we can."""
         if not _SAFE_FILENAME.fullmatch(self.filename):
             return f"unsafe file name {self.filename!r}"
+        extension = _V3_EXTENSIONS.get(self.section)
+        if extension is not None and not self.filename.endswith(extension):
+            return f"{self.section} record names a file without {extension}"
         if not self.name:
             return "record has no name"
         if self.size is None:
@@ -161,6 +180,17 @@ class Record:
         if self.sha256 is None and self._md5 is None:
             return "record has neither a valid sha256 nor md5"
         return None
+
+
+_V3_EXTENSIONS = {f"{V3}.{fmt}": extension for fmt, extension in V3_FORMATS.items()}
+
+
+def v3_file_name(key: str, extension: str, fn: object) -> str:
+    """The file a v3 record names: its `fn` when it has one, else its key with the format's extension
+    (a key that already ends with it is taken as it is)."""
+    if isinstance(fn, str) and fn:
+        return fn
+    return key if key.endswith(extension) else key + extension
 
 
 def _text(value: object) -> str:
@@ -202,6 +232,8 @@ class Repodata:
     removed: tuple[str, ...] = ()
     extra: JsonObject = field(default_factory=dict)  # top-level keys we do not interpret
     unread: int = 0  # records left as bytes: their file names name packages not asked for (parse_repodata)
+    v3_formats: tuple[str, ...] = ()  # the CEP 48 formats upstream's `v3` holds, records or none
+    left_out: tuple[str, ...] = ()  # keys holding records in a shape we do not know ("packages.whl", "v3.x")
 
     @property
     def base_url(self) -> str | None:
@@ -247,17 +279,19 @@ def parse_repodata(data: bytes, source: str, names: Callable[[str], bool] | None
     unread = 0
     for section in SECTIONS:
         section_bytes = top.pop(section, None)
-        if section_bytes is None:
-            continue
-        try:
-            entries = _RAW_OBJECT.decode(section_bytes)
-        except msgspec.ValidationError:
-            raise BadRepodata(f"{source}: {section}: not an object") from None
-        if names is not None:
-            count = len(entries)
-            entries = {filename: raw for filename, raw in entries.items() if _may_be_wanted(filename, names)}
-            unread += count - len(entries)
-        records += [_record(filename, section, raw, source) for filename, raw in entries.items()]
+        if section_bytes is not None:
+            unread += _read_section(records, section, section_bytes, source, names)
+    v3_formats: list[str] = []
+    left_out: list[str] = []
+    v3_bytes = top.pop(V3, None)
+    if v3_bytes is not None:
+        for fmt, section_bytes in _object(v3_bytes, f"{source}: {V3}").items():
+            if fmt in V3_FORMATS:
+                v3_formats.append(fmt)
+                unread += _read_section(records, f"{V3}.{fmt}", section_bytes, source, names, V3_FORMATS[fmt])
+            elif holds_records(_ANY_JSON.decode(section_bytes)):
+                left_out.append(f"{V3}.{fmt}")
+            # a format we do not know that holds no records is dropped with the v3 section we rewrite
     rest = {key: _ANY_JSON.decode(value) for key, value in top.items()}
     info = rest.pop("info", {})
     if not isinstance(info, dict):
@@ -265,7 +299,70 @@ def parse_repodata(data: bytes, source: str, names: Callable[[str], bool] | None
     removed = rest.pop("removed", [])
     if not isinstance(removed, list) or not all(isinstance(item, str) for item in removed):
         raise BadRepodata(f"{source}: removed: not a list of file names")
-    return Repodata(info=info, records=tuple(records), removed=tuple(removed), extra=rest, unread=unread)
+    # Fail closed: records we cannot filter would name files the mirror does not hold, or filtered ones.
+    for key in [key for key, value in rest.items() if key not in CARRIED_KEYS and holds_records(value)]:
+        left_out.append(key)
+        del rest[key]
+    return Repodata(
+        info=info,
+        records=tuple(records),
+        removed=tuple(removed),
+        extra=rest,
+        unread=unread,
+        v3_formats=tuple(v3_formats),
+        left_out=tuple(left_out),
+    )
+
+
+def _object(data: msgspec.Raw, what: str) -> dict[str, msgspec.Raw]:
+    try:
+        return _RAW_OBJECT.decode(data)
+    except msgspec.ValidationError:
+        raise BadRepodata(f"{what}: not an object") from None
+
+
+def _read_section(
+    records: list[Record],
+    section: str,
+    data: msgspec.Raw,
+    source: str,
+    names: Callable[[str], bool] | None,
+    v3_extension: str | None = None,
+) -> int:
+    """Append the records of one section to `records`; how many were left unread (see parse_repodata).
+
+    In a v3 section (`v3_extension` given) a key is a file name without that extension."""
+    entries = _object(data, f"{source}: {section}")
+    unread = 0
+    for key, raw in entries.items():
+        filename = key if v3_extension is None else v3_file_name(key, v3_extension, None)
+        if names is not None and not _may_be_wanted(filename, names):
+            unread += 1
+            continue
+        record = _record(filename, section, raw, source, key)
+        if v3_extension is not None:
+            fn = _FILE_NAME.decode(raw).fn
+            if fn is not None:
+                record.filename = v3_file_name(key, v3_extension, fn)
+        records.append(record)
+    return unread
+
+
+_RECORD_FIELDS = ("sha256", "md5", "size", "fn", "url", "depends", "build", "version")
+
+
+def holds_records(value: object, depth: int = 0) -> bool:
+    """Whether a JSON value is, or holds within a few levels, something shaped like a package record:
+    an object with a string `name` and a field that describes a file or a build."""
+    if isinstance(value, dict):
+        if isinstance(value.get("name"), str) and any(key in value for key in _RECORD_FIELDS):
+            return True
+        items: Iterable[object] = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        return False
+    return depth < 4 and any(holds_records(item, depth + 1) for item in items)
 
 
 def _may_be_wanted(filename: str, names: Callable[[str], bool]) -> bool:
@@ -291,11 +388,11 @@ def _check_utf8(data: bytes, source: str) -> None:
         raise BadRepodata(f"{source}: not valid UTF-8 at byte {start + exc.start}") from None
 
 
-def _record(filename: str, section: str, raw: msgspec.Raw, source: str) -> Record:
+def _record(filename: str, section: str, raw: msgspec.Raw, source: str, key: str) -> Record:
     try:
-        return Record(filename, section, raw)
+        return Record(filename, section, raw, key)
     except msgspec.ValidationError:
-        raise BadRepodata(f"{source}: {section}[{filename!r}]: not an object") from None
+        raise BadRepodata(f"{source}: {section}[{key!r}]: not an object") from None
 
 
 class Writable(Protocol):
@@ -323,7 +420,8 @@ def write_index_json(
     upstream's bytes, and upstream's other keys. Written a thousand records at a time, so that a
     600,000-record index can go to its file without ever lying whole in memory.
 
-    `info` and unknown top-level keys come from the first upstream index; `base_url` is dropped so
+    Records of a v3 section go under `v3`, keyed as upstream keyed them. `info` and unknown top-level
+    keys that hold no records come from the first upstream index; `base_url` is dropped so
     clients fetch packages from the mirror, not from upstream. `removed` is the given list, or else the
     union of upstream's, in order. Keys are sorted at the top level and records by file name, so the
     same records always give the same bytes, and so the same sha256.
@@ -334,16 +432,25 @@ def write_index_json(
     info.setdefault("subdir", subdir)
     by_section: dict[str, dict[str, RecordBytes]] = {section: {} for section in SECTIONS}
     for record in records:
-        by_section[record.section][record.filename] = record.json
+        by_section.setdefault(record.section, {})[record.key] = record.json
+    # v3 is written when upstream has one (even if nothing in it was kept) or a record comes from one.
+    v3_formats = {fmt for repodata in upstream for fmt in repodata.v3_formats}
+    v3_formats.update(section.removeprefix(f"{V3}.") for section in by_section if section in V3_SECTIONS)
     if removed is None:
         removed = dict.fromkeys(name for repodata in upstream for name in repodata.removed)
     values: JsonObject = {"info": info, "removed": list(removed)}
     for key, value in first.extra.items():
-        values.setdefault(key, value)
+        if key not in RECORD_SECTIONS and key != V3:
+            values.setdefault(key, value)
     values.setdefault("repodata_version", 1)
-    for position, key in enumerate(sorted([*values, *SECTIONS])):
+    for position, key in enumerate(sorted([*values, *SECTIONS, *([V3] if v3_formats else [])])):
         out.write(b"%s%s:" % (b"," if position else b"{", msgspec.json.encode(key)))
-        if key in by_section:
+        if key == V3:
+            for index, fmt in enumerate(sorted(v3_formats)):
+                out.write(b"%s%s:" % (b"," if index else b"{", msgspec.json.encode(fmt)))
+                _write_section(out, by_section.get(f"{V3}.{fmt}", {}))
+            out.write(b"}")
+        elif key in by_section:
             _write_section(out, by_section[key])
         else:
             out.write(msgspec.json.encode(values[key], order="sorted"))

@@ -45,6 +45,7 @@ def report_json(summary: RunSummary, *, mirror: str, started_at: float) -> dict[
         "filters": {verdict.value: n for verdict, n in summary.verdicts.items()},
         "failures": [{"what": what, "why": why} for what, why in summary.failures],
         "conflicts": list(summary.conflicts),
+        "left_out": list(summary.left_out),
         "repaired": list(summary.repaired),
         "unsatisfied": {dep: sorted(who) for dep, who in sorted(summary.unsatisfied.items())},
     }
@@ -71,6 +72,7 @@ def plan_json(summary: RunSummary, stale: dict[str, int]) -> dict[str, Any]:
         "to_delete": {subdir: count for subdir, count in sorted(stale.items()) if count},
         "unchanged": sorted(summary.unchanged),
         "conflicts": list(summary.conflicts),
+        "left_out": list(summary.left_out),
         "problems": [{"what": what, "why": why} for what, why in summary.failures],
         "unsatisfied": {dep: sorted(who) for dep, who in sorted(summary.unsatisfied.items())},
     }

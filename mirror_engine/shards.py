@@ -7,7 +7,8 @@ What a subdir publishes (CEP-16; field names and types as rattler's `ShardedRepo
                                             "shards": {name: 32 raw bytes}, "version": 1}
     <subdir>/shards/<hex sha256>.msgpack.zst
                                            {"packages": {filename: record}, "packages.conda": {...},
-                                            "removed": [filename, ...]}
+                                            "removed": [filename, ...],
+                                            "v3"?: {"conda": {key: record}, "tar.bz2": {...}}}
 
 Both are msgpack (str as str, bytes as bin) compressed with zstd. A shard's name is the sha256 of its
 compressed bytes, and in its records `sha256` and `md5` are raw bytes instead of hex; every other field
@@ -30,7 +31,18 @@ import zstandard
 
 from mirror_engine.errors import BadRepodata
 from mirror_engine.gcpause import without_gc
-from mirror_engine.repodata import SECTIONS, Record, Repodata, decompress_zst, digest_bytes, is_package_filename
+from mirror_engine.repodata import (
+    SECTIONS,
+    V3,
+    V3_FORMATS,
+    V3_SECTIONS,
+    Record,
+    Repodata,
+    decompress_zst,
+    digest_bytes,
+    is_package_filename,
+    v3_file_name,
+)
 
 SHARD_INDEX_FILENAME = "repodata_shards.msgpack.zst"
 SHARDS_DIR = "shards"
@@ -118,7 +130,7 @@ def shard_batches(records: Iterable[Record], removed: Iterable[str] = (), *, siz
         # Decoded per shard and dropped once packed: a dict for each of 600,000 records would take GBs.
         doc: dict[str, Any] = {section: {} for section in SECTIONS}
         for record in grouped[key]:
-            doc[record.section][record.filename] = _shard_record(record)
+            _section_of(doc, record.section)[record.key] = _shard_record(record)
         doc["removed"] = sorted(removed_by_name.get(key, ()))
         try:
             packed = _pack(doc)
@@ -131,6 +143,16 @@ def shard_batches(records: Iterable[Record], removed: Iterable[str] = (), *, siz
             shards = []
     if shards:
         yield shards
+
+
+def _section_of(doc: dict[str, Any], section: str) -> dict[str, Any]:
+    """The map a record of `section` goes in: CEP 16 shards carry CEP 48's `v3` beside `packages`."""
+    if section in V3_SECTIONS:
+        formats: dict[str, Any] = doc.setdefault(V3, {})
+        entries: dict[str, Any] = formats.setdefault(section.removeprefix(f"{V3}."), {})
+        return entries
+    entries = doc[section]
+    return entries
 
 
 def build_shard_index(subdir: str, shards: Iterable[Shard], *, created_at: str | None = None) -> bytes:
@@ -229,9 +251,31 @@ def repodata_from_shards(index: dict[str, Any], shards: Iterable[dict[str, Any]]
                 if not isinstance(raw, dict) or not isinstance(filename, str):
                     raise BadRepodata(f"{source}: a shard's {section}[{filename!r}]: not a record")
                 records.append(Record.of(filename, section, _hex_digests(raw)))
+        records += _v3_records(shard.get(V3), source)
         removed += [name for name in shard.get("removed", []) if isinstance(name, str)]
     kept_info = {key: value for key, value in info.items() if key in ("subdir", "base_url")}
     return Repodata(info=kept_info, records=tuple(records), removed=tuple(removed))
+
+
+def _v3_records(v3: object, source: str) -> list[Record]:
+    """A shard's CEP 48 records, each named by its key and format (or its `fn`), as repodata.json's are."""
+    if v3 is None:
+        return []
+    if not isinstance(v3, dict):
+        raise BadRepodata(f"{source}: a shard's {V3}: not a map")
+    records = []
+    for fmt, entries in v3.items():
+        extension = V3_FORMATS.get(fmt) if isinstance(fmt, str) else None
+        if extension is None:
+            continue  # a format we do not know: its records are never published
+        if not isinstance(entries, dict):
+            raise BadRepodata(f"{source}: a shard's {V3}.{fmt}: not a map")
+        for key, raw in entries.items():
+            if not isinstance(raw, dict) or not isinstance(key, str):
+                raise BadRepodata(f"{source}: a shard's {V3}.{fmt}[{key!r}]: not a record")
+            filename = v3_file_name(key, extension, raw.get("fn"))
+            records.append(Record.of(filename, f"{V3}.{fmt}", _hex_digests(raw), key))
+    return records
 
 
 def _hex_digests(raw: dict[str, Any]) -> dict[str, Any]:

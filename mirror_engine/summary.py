@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
 from mirror_engine.filters import Verdict
 from mirror_engine.plan import SubdirPlan
 from mirror_engine.transfer import Outcome, TransferResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -42,6 +45,7 @@ class RunSummary:
     unchanged: list[str] = field(default_factory=list)  # subdirs skipped: same inputs, same files
     unsatisfied: dict[str, set[str]] = field(default_factory=dict)  # "subdir: dependency" -> who needs it
     interrupted_by: str | None = None  # the signal that stopped the run
+    left_out: list[str] = field(default_factory=list)  # "<channel><subdir>: <key>" holding records we cannot read
 
     def row(self, channel: int, subdir: str) -> Row:
         return self.rows.setdefault((channel, subdir), Row())
@@ -71,6 +75,13 @@ class RunSummary:
         for rejected in plan.rejected:
             self.failures.append((f"{self.channels[rejected.channel]}{plan.subdir}/{rejected.filename}",
                                   rejected.reason))  # fmt: skip
+        # plan.upstream holds one index per channel that has the subdir, in channel order, as verdicts does
+        for channel, index in zip(sorted(plan.verdicts), plan.upstream, strict=False):
+            for key in index.left_out:
+                where = f"{self.channels[channel].rstrip('/')}/{plan.subdir}"
+                log.warning("%s/repodata.json: %r holds records in a shape the mirror does not know; left out "
+                            "of the published index", where, key)  # fmt: skip
+                self.left_out.append(f"{where}: {key}")
 
     def add_unchanged(self, subdir: str, counts: str) -> None:
         """Replay the counts of the plan that published an unchanged subdir: all its files are present."""
@@ -151,6 +162,9 @@ def format_summary(summary: RunSummary) -> str:
     if summary.repaired:
         lines.append(f"repaired {len(summary.repaired)} file(s) whose bytes on disk did not match their record:")
         lines.extend(f"  {name}" for name in summary.repaired)
+    if summary.left_out:
+        lines.append(f"{len(summary.left_out)} index key(s) holding records of a shape not known, left out:")
+        lines.extend(f"  {what}" for what in summary.left_out)
     if summary.conflicts:
         lines.append(f"{len(summary.conflicts)} file name conflict(s) between channels:")
         lines.extend(f"  {conflict}" for conflict in summary.conflicts)

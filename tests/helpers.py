@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 import socket
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,62 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+V3_EXTENSIONS = {"conda": ".conda", "tar.bz2": ".tar.bz2"}  # CEP 48: a v3 format and the extension its keys omit
+
+
+def record_sections(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every record section of an index, `packages`, `packages.conda` and each `v3.<format>`: key -> record."""
+    sections = {section: doc.get(section, {}) for section in ("packages", "packages.conda")}
+    for fmt, entries in doc.get("v3", {}).items():
+        sections[f"v3.{fmt}"] = entries
+    return sections
+
+
+def record_file(section: str, key: str, record: dict[str, Any]) -> str:
+    """The file a record names: its key, or in v3 its `fn` or its key with the format's extension."""
+    if not section.startswith("v3."):
+        return key
+    extension = V3_EXTENSIONS[section.removeprefix("v3.")]
+    return record.get("fn") or (key if key.endswith(extension) else key + extension)
+
+
+def assert_all_sections_sound(
+    config: MirrorConfig, subdir: str, upstream: dict[str, Any], filtered: Collection[str] = ()
+) -> dict[str, Any]:
+    """assert_index_sound over every record section, v3 included, and the shards' v3 too: each published
+    record is upstream's record of that section and key and names a file held with its sha256 and size;
+    no record of a `filtered` name is in any section; no other top-level key holds records."""
+    doc = published(config, subdir)
+    upstream_sections = record_sections(upstream)
+    for section, entries in record_sections(doc).items():
+        assert section in ("packages", "packages.conda", "v3.conda", "v3.tar.bz2"), section
+        for key, record in entries.items():
+            assert record == upstream_sections[section][key], f"{section}[{key}] is not upstream's"
+            assert record["name"] not in filtered, f"{section}[{key}]: filtered name {record['name']} published"
+            data = (config.channel_dir / subdir / record_file(section, key, record)).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == record["sha256"], f"{section}[{key}]"
+            assert len(data) == record["size"]
+    known = {"info", "removed", "repodata_version", "packages", "packages.conda", "v3", "signatures"}
+    for key, value in doc.items():
+        assert key in known or "sha256" not in json.dumps(value), f"{key} holds records"
+    assert "base_url" not in doc["info"]
+    v3 = {fmt: entries for fmt, entries in doc.get("v3", {}).items() if entries}
+    assert _shards_v3(config.channel_dir / subdir) == v3, "the shards' v3 records are not repodata.json's"
+    return doc
+
+
+def _shards_v3(folder: Path) -> dict[str, dict[str, Any]]:
+    """The v3 records of every shard of a subdir, digests back in hex."""
+    index = read_shard_index((folder / "repodata_shards.msgpack.zst").read_bytes())
+    seen: dict[str, dict[str, Any]] = {}
+    for name, digest in index["shards"].items():
+        shard = read_shard((folder / "shards" / f"{bytes(digest).hex()}.msgpack.zst").read_bytes())
+        for fmt, entries in shard.get("v3", {}).items():
+            for key, record in entries.items():
+                assert record["name"].lower() == name
+                seen.setdefault(fmt, {})[key] = {
+                    k: bytes(v).hex() if k in ("sha256", "md5") else v for k, v in record.items()
+                }
+    return seen
