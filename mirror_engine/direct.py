@@ -27,7 +27,7 @@ from aiohttp.http_exceptions import ContentLengthError
 from yarl import URL
 
 from mirror_engine.bandwidth import TokenBucket
-from mirror_engine.errors import ConnectionFailed, HttpStatusError, ShortBody, TlsError
+from mirror_engine.errors import ConnectionFailed, HttpStatusError, ShortBody, TlsError, os_reason
 from mirror_engine.retry import parse_retry_after
 
 BUFFER = 1 << 20  # one per connection: the kernel's receive lands here, up to this much per call
@@ -392,8 +392,7 @@ class DirectPool:
                 "the CA bundle that signed it, or ssl_verify: false"
             ) from None
         except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise ConnectionFailed(f"{shown}: cannot connect to {host}:{port}: {reason}") from None
+            raise ConnectionFailed(f"{shown}: cannot connect to {host}:{port}: {os_reason(exc)}") from None
         self.opened += 1
         return conn, False
 

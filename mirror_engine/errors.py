@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -115,6 +116,24 @@ class DestinationRace(DestinationError):
 
 class WorkerCrashed(MirrorError):
     """A transfer worker process ended without being asked to; nothing it held was reported done."""
+
+
+# Raised with neither errno nor text (asyncio's and uvloop's TLS transports do, for a peer that aborts the
+# handshake, as a server requiring a client certificate does): their kind still has words.
+_SILENT_ERRNO: dict[type[OSError], int] = {
+    ConnectionResetError: errno.ECONNRESET,
+    ConnectionAbortedError: errno.ECONNABORTED,
+    ConnectionRefusedError: errno.ECONNREFUSED,
+    BrokenPipeError: errno.EPIPE,
+}
+
+
+def os_reason(exc: OSError) -> str:
+    """The words for an OSError: its strerror, else its text, else what its kind means (never empty)."""
+    if exc.strerror or str(exc):
+        return exc.strerror or str(exc)
+    number = next((code for kind, code in _SILENT_ERRNO.items() if isinstance(exc, kind)), None)
+    return os.strerror(number) if number is not None else type(exc).__name__
 
 
 def destination_error(path: Path, exc: OSError) -> DestinationError:

@@ -23,6 +23,7 @@ from mirror_engine.errors import (
     MirrorError,
     ShortBody,
     TlsError,
+    os_reason,
 )
 
 if TYPE_CHECKING:  # config imports redact() from here
@@ -197,7 +198,7 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else "failed"
+        reason = os_reason(exc.os_error) if exc.os_error else "failed"
         return f"cannot connect to {exc.host}:{exc.port}: {reason}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection"

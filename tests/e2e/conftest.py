@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,3 +26,20 @@ async def wait_for(predicate: Callable[[], bool], limit: float = 20.0) -> None:
     while not predicate():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One finished command: its exit status, what it printed, and the pid it ran as."""
+
+    code: int
+    stdout: str
+    stderr: str
+    pid: int
+
+
+async def cli(*args: str, cwd: Path, limit: float = 120.0) -> Ran:
+    """`python -m mirror_engine ARGS` to its end; `limit` only keeps a hung child from hanging the suite."""
+    process = await start_cli(*args, cwd=cwd)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), limit)
+    return Ran(await process.wait(), stdout.decode(), stderr.decode(), process.pid)
