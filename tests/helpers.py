@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import random
 import socket
-from collections.abc import Collection
+import subprocess
+import sys
+import time
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +156,46 @@ def _shards_v3(folder: Path) -> dict[str, dict[str, Any]]:
                     k: bytes(v).hex() if k in ("sha256", "md5") else v for k, v in record.items()
                 }
     return seen
+
+
+class FakeTime:
+    """A clock that moves only when slept on, and every wait asked for: what uses it waits for nothing."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+PROXY_USER, PROXY_PASSWORD = "mirror", "pr0xyPass"
+
+
+@contextlib.contextmanager
+def proxy_py(log: Path) -> Iterator[int]:
+    """proxy.py (PyPI) on 127.0.0.1, asking for PROXY_USER's basic auth and logging to `log`; yields its port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", str(port), "--basic-auth",
+         f"{PROXY_USER}:{PROXY_PASSWORD}", "--log-file", str(log), "--num-workers", "1", "--num-acceptors", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "proxy.py did not start"
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -4,11 +4,7 @@ one, an https upstream through a CONNECT proxy, and a destination's `credentials
 from __future__ import annotations
 
 import re
-import socket
 import ssl
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +20,11 @@ from mirror_engine.config import MirrorConfig, load_config, parse_config
 from mirror_engine.demo import DEMO_PACKAGES, DemoPackage, build_channel
 from tests.channel_server import ChannelServer
 from tests.e2e.conftest import cli, wait_for
-from tests.helpers import assert_index_sound, free_port, names, published
+from tests.helpers import PROXY_PASSWORD, PROXY_USER, assert_index_sound, names, proxy_py, published
 
 # Above transfer.DIRECT_MIN_BYTES (4 MiB): read off the socket by direct.py, whose connections must carry the
 # client certificate too, not only aiohttp's.
 BIG = DemoPackage("big", "1.0", "0", subdir="noarch", payload_size=5_000_000)
-PROXY_USER, PROXY_PASSWORD = "mirror", "pr0xyPass"
 
 
 @pytest.fixture(autouse=True)
@@ -100,26 +95,9 @@ async def test_a_client_certificate_is_refused_without_it_and_accepted_with_it(t
 
 @pytest.fixture
 def connect_proxy(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """proxy.py (PyPI) on 127.0.0.1, asking for basic auth; yields its port and its log file."""
-    port, log = free_port(), tmp_path / "proxy.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", str(port), "--basic-auth",
-         f"{PROXY_USER}:{PROXY_PASSWORD}", "--log-file", str(log), "--num-workers", "1", "--num-acceptors", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None, "proxy.py did not start"
-                time.sleep(0.05)
-        yield port, log
-    finally:
-        process.terminate()
-        process.wait(10)
+    """proxy.py on 127.0.0.1, asking for basic auth; yields its port and its log file."""
+    with proxy_py(tmp_path / "proxy.log") as port:
+        yield port, tmp_path / "proxy.log"
 
 
 def tunnels(log: Path) -> list[tuple[str, int]]:

@@ -22,7 +22,7 @@ from mirror_engine.progress import NullReporter
 from mirror_engine.retry import backoff_delay
 from mirror_engine.summary import RunSummary
 from tests.channel_server import LOOP_PREFIX, REDIRECT_PREFIX, ChannelServer
-from tests.helpers import assert_index_sound, leftovers, make_config, mirror, names, published
+from tests.helpers import FakeTime, assert_index_sound, leftovers, make_config, mirror, names, published
 
 TZDATA = "tzdata-2024a-h0c530f3_0.conda"
 TZDATA_PATH = f"/noarch/{TZDATA}"
@@ -56,22 +56,6 @@ SINGLE_FAULTS: dict[str, tuple[str, ...]] = {
     "stall": ("stalled",),
 }
 RETRY_AFTER = 100  # seconds a 429 asks for: never waited, the run's sleep only records it
-
-
-class FakeTime:
-    """A clock that moves only when slept on, and every wait asked for: the run waits for nothing."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 async def mirror_on(config: MirrorConfig, time: FakeTime, *, throttle: bool = False) -> tuple[RunSummary, MirrorRun]:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +13,7 @@ import trustme
 from mirror_engine.config import MirrorConfig
 from mirror_engine.demo import build_channel
 from tests.channel_server import ChannelServer
-from tests.helpers import assert_index_sound, free_port, make_config, mirror
+from tests.helpers import PROXY_PASSWORD, PROXY_USER, assert_index_sound, make_config, mirror, proxy_py
 
 
 @pytest.fixture
@@ -57,26 +53,9 @@ async def test_a_private_ca_is_refused_until_ssl_verify_names_it(
 
 @pytest.fixture
 def forward_proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """proxy.py (PyPI) on 127.0.0.1 with basic auth; yields its URL with credentials and its log file."""
-    port, log = free_port(), tmp_path / "proxy.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", str(port), "--basic-auth",
-         "mirror:pr0xyPass", "--log-file", str(log), "--num-workers", "1", "--num-acceptors", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "proxy.py did not start"
-                time.sleep(0.05)
-        yield f"http://mirror:pr0xyPass@127.0.0.1:{port}", log
-    finally:
-        process.terminate()
-        process.wait(10)
+    """proxy.py on 127.0.0.1 with basic auth; yields its URL with credentials and its log file."""
+    with proxy_py(tmp_path / "proxy.log") as port:
+        yield f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{port}", tmp_path / "proxy.log"
 
 
 def proxied(log: Path) -> list[str]:
@@ -87,7 +66,7 @@ async def test_traffic_goes_through_the_proxy_unless_no_proxy_names_the_host(
     tmp_path: Path, forward_proxy: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     proxy_url, log = forward_proxy
-    wrong_password = proxy_url.replace("pr0xyPass", "wrong")
+    wrong_password = proxy_url.replace(PROXY_PASSWORD, "wrong")
     docs = build_channel(tmp_path / "pkgs")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
@@ -116,7 +95,7 @@ async def test_traffic_goes_through_the_proxy_unless_no_proxy_names_the_host(
         await asyncio.sleep(0.5)
         assert proxied(log) == seen
     for text in (caplog.text, str(summary.failures), str(refused.failures)):
-        assert "pr0xyPass" not in text and "wrong@" not in text
+        assert PROXY_PASSWORD not in text and "wrong@" not in text
 
 
 async def test_http_proxy_from_the_environment_is_used_read_once_per_run(
@@ -127,7 +106,7 @@ async def test_http_proxy_from_the_environment_is_used_read_once_per_run(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     async with ChannelServer(tmp_path / "pkgs") as server:
-        monkeypatch.setenv("HTTP_PROXY", proxy_url.replace("pr0xyPass", "wrong"))
+        monkeypatch.setenv("HTTP_PROXY", proxy_url.replace(PROXY_PASSWORD, "wrong"))
         refused = await mirror(make_config(tmp_path / "a", channels=[server.url], platforms=["noarch"]))
         assert refused.exit_code == 1 and "HTTP 407" in refused.failures[0][1]
 

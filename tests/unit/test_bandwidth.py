@@ -5,21 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mirror_engine.bandwidth import TokenBucket
-
-
-class FakeTime:
-    """A clock that moves only when slept on, and the list of every wait asked for."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
+from tests.helpers import FakeTime
 
 
 def bucket(rate: int, time: FakeTime) -> TokenBucket:
