@@ -13,11 +13,12 @@ from tests.channel_server import ChannelServer
 from tests.e2e.conftest import start_cli, wait_for
 
 
-async def run(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+async def run(tmp_path: Path, *args: str, expect: int) -> tuple[str, str]:
+    """`run c.yaml ARGS` to its end, which must exit with `expect`; its stdout and stderr."""
     process = await start_cli("run", "c.yaml", *args, cwd=tmp_path)
     stdout, stderr = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    assert process.returncode == expect, stderr.decode()
+    return stdout.decode(), stderr.decode()
 
 
 async def test_report_metrics_and_json_logs(tmp_path: Path) -> None:
@@ -25,10 +26,9 @@ async def test_report_metrics_and_json_logs(tmp_path: Path) -> None:
     async with ChannelServer(tmp_path / "pkgs") as server:
         secret_url = server.url.replace("http://", "http://mirror:s3cr3t@")
         (tmp_path / "c.yaml").write_text(f"channels: [{secret_url}]\nplatforms: noarch\nretries: 0\n")
-        code, stdout, stderr = await run(
-            tmp_path, "--report", "r.json", "--metrics-file", "m.prom", "--log-format", "json"
+        stdout, stderr = await run(
+            tmp_path, "--report", "r.json", "--metrics-file", "m.prom", "--log-format", "json", expect=0
         )
-        assert code == 0, stderr
         report = json.loads((tmp_path / "r.json").read_text())
         assert report["report_version"] == 1 and report["exit_code"] == 0
         assert report["rows"][0]["subdir"] == "noarch" and report["rows"][0]["downloaded"] == 3
@@ -42,8 +42,7 @@ async def test_report_metrics_and_json_logs(tmp_path: Path) -> None:
 
         (tmp_path / "pkgs" / "noarch" / "tzdata-2024a-h0c530f3_0.conda").write_bytes(b"now broken")
         (tmp_path / "mirror" / "anaconda" / "noarch" / "tzdata-2024a-h0c530f3_0.conda").unlink()
-        code, stdout, stderr = await run(tmp_path, "--report", "r.json", "--metrics-file", "m.prom", "-v")
-    assert code == 1
+        stdout, stderr = await run(tmp_path, "--report", "r.json", "--metrics-file", "m.prom", "-v", expect=1)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["failures"][0]["what"] == "noarch/tzdata-2024a-h0c530f3_0.conda"
     metrics = (tmp_path / "m.prom").read_text()

@@ -38,15 +38,16 @@ def write_config(path: Path, s3: S3Server, prefix: str, channel: Path, **keys: A
     return path
 
 
-async def run_cli(config: Path, secret: str) -> tuple[int, str]:
+async def run_cli(config: Path, secret: str, *, expect: int) -> str:
+    """`run CONFIG` with the S3 secret in its environment, which must exit with `expect`; its output."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "MIRROR_S3_SECRET": secret, "AWS_EC2_METADATA_DISABLED": "true"}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mirror_engine", "run", str(config), "--progress", "log",
         cwd=config.parent, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode is not None
-    return process.returncode, output.decode()
+    assert process.returncode == expect, output.decode()
+    return output.decode()
 
 
 async def test_two_hosts_with_their_own_platforms_publish_one_channel(tmp_path: Path, s3: S3Server) -> None:
@@ -57,9 +58,7 @@ async def test_two_hosts_with_their_own_platforms_publish_one_channel(tmp_path: 
         write_config(tmp_path / f"{platform}.yaml", s3, prefix, channel, platforms=[platform], mirror_dir=platform)
         for platform in ("linux-64", "osx-arm64")
     ]
-    results = await asyncio.gather(*(run_cli(config, s3.secret_key) for config in hosts))  # at the same time
-    for code, output in results:
-        assert code == 0, output
+    await asyncio.gather(*(run_cli(config, s3.secret_key, expect=0) for config in hosts))  # at the same time
     base = f"{prefix}/anaconda"
     for subdir in ("linux-64", "osx-arm64", "noarch"):  # noarch: both hosts published the same bytes
         published = orjson.loads(await s3.get(f"{base}/{subdir}/repodata.json") or b"")
@@ -83,8 +82,7 @@ async def test_a_wrong_secret_exits_1_with_one_line_that_names_the_bucket_and_no
     prefix = unique_prefix()
     config = write_config(tmp_path / "host.yaml", s3, prefix, channel, platforms=["linux-64"])
     wrong = "Wr0ng-S3cret-N0t-F0r-Pr1nting"
-    code, output = await run_cli(config, wrong)
-    assert code == 1, output
+    output = await run_cli(config, wrong, expect=1)
     assert output.splitlines()[-1] == (
         f"mirror-engine: error: s3://{s3.bucket}/{prefix}/anaconda/: the secret key does not match the access key "
         "ID (SignatureDoesNotMatch); check access_key_id and secret_access_key under destination:"
