@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
@@ -149,15 +150,24 @@ async def test_a_subdir_with_a_failed_file_is_not_skipped_next_time(config: Mirr
 
 
 async def test_files_are_made_durable_before_the_journal_records_them_verified(tmp_path: Path) -> None:
-    events: list[str] = []
-    journal = await Journal.open(tmp_path / "journal.sqlite", "anaconda", durable=lambda: events.append("durable"))
+    path = tmp_path / "journal.sqlite"
+    seen_at_sync: list[list[tuple[str, str]]] = []
+
+    def committed_states() -> list[tuple[str, str]]:
+        """What another process would read now: only committed rows (WAL: readers never see a write early)."""
+        with contextlib.closing(sqlite3.connect(path)) as reader:
+            return reader.execute("SELECT filename, state FROM files ORDER BY filename").fetchall()
+
+    journal = await Journal.open(path, "anaconda", durable=lambda: seen_at_sync.append(committed_states()))
     try:
         await journal.begin_run()
         journal.planned("noarch", [("a-1-0.conda", 10)])
         await journal.flush()
-        assert events == [], "planning rows need no sync"
+        assert seen_at_sync == [], "planning rows need no sync"
         await journal.verified("noarch", "a-1-0.conda", sha256="0" * 64, md5=None, size=10, mtime_ns=1)
-        assert events == ["durable"]
+        # The sync ran once, while the committed row still said planned; the commit came after it.
+        assert seen_at_sync == [[("a-1-0.conda", "planned")]]
+        assert committed_states() == [("a-1-0.conda", "verified")]
         vouched = await journal.vouched("noarch", {"a-1-0.conda": FileStat(10, 1)})
         assert vouched.digests == {"a-1-0.conda": "0" * 64}
     finally:
