@@ -73,11 +73,14 @@ def test_backoff_delay_is_jittered_and_grows() -> None:
     assert max(fifth) <= 32.0
 
 
-def test_backoff_delay_is_reproducible_with_a_seeded_rng() -> None:
-    policy = RetryPolicy()
-    assert [backoff_delay(n, policy, random.Random(3)) for n in range(6)] == [
-        backoff_delay(n, policy, random.Random(3)) for n in range(6)
-    ]
+@pytest.mark.parametrize("seed", [0, 3, 2024])
+def test_each_delay_is_one_draw_across_a_window_that_doubles_up_to_the_cap(seed: int) -> None:
+    policy = RetryPolicy(base=0.5, cap=10.0)
+    windows = [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]  # base * 2**attempt, capped
+    draws = random.Random(seed)
+    expected = [window * draws.random() for window in windows]  # uniform(0, w) is w times one draw
+    rng = random.Random(seed)
+    assert [backoff_delay(attempt, policy, rng) for attempt in range(len(windows))] == pytest.approx(expected)
 
 
 # --- Retry-After ------------------------------------------------------------------------------------------
@@ -108,8 +111,11 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, NOW) == expected
 
 
-def test_max_retry_after_is_ten_minutes() -> None:
-    assert MAX_RETRY_AFTER == 600.0
+def test_a_server_asking_for_more_than_ten_minutes_is_waited_ten() -> None:
+    assert parse_retry_after("599", NOW) == 599.0
+    assert parse_retry_after("600", NOW) == 600.0
+    assert parse_retry_after(str(3 * 3600), NOW) == 600.0
+    assert parse_retry_after(format_datetime(NOW + timedelta(days=1), usegmt=True), NOW) == 600.0
 
 
 # --- with_retries -----------------------------------------------------------------------------------------
