@@ -228,6 +228,7 @@ class MirrorConfig(BaseModel):
     min_free_space: Text | None = None  # "10GB": stop before the destination's disk gets fuller
     allow_other_hosts: bool = False  # follow a CEP-15 base_url that points at another host
     include_dependencies: bool = False  # add what the selected packages need, so each one installs
+    prefer_conda: bool = False  # ours: leave out a .tar.bz2 whose same build is mirrored as .conda
     prune_removed: bool = False  # delete files upstream moved into `removed` (default: keep them reachable)
     write_bz2: bool = False  # also publish the deprecated repodata.json.bz2
     html_pages: bool = True  # index.html per channel and subdir, runs.html beside them

@@ -28,7 +28,7 @@ from mirror_engine.destinations import make_destination
 from mirror_engine.destinations.base import Destination, FileStat
 from mirror_engine.errors import ConnectionFailed, DestinationError, DiskFull, MirrorError, WorkerCrashed
 from mirror_engine.explain import Query, explain
-from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, NameSet, judge, subdir_selected
+from mirror_engine.filters import ALWAYS_MIRRORED_SUBDIR, FilterRules, NameSet, judge, subdir_selected, tar_bz2_twins
 from mirror_engine.gcpause import gc_paused, hold_frozen, release_frozen
 from mirror_engine.journal import Journal
 from mirror_engine.lock import RunLock
@@ -57,7 +57,7 @@ SETTLING_PER_SLOT = 8
 
 
 def rules_from_config(config: MirrorConfig) -> FilterRules:
-    return FilterRules.build(
+    rules = FilterRules.build(
         platforms=config.platforms,
         python_versions=config.python_versions,
         license_blacklist=config.license_blacklist,
@@ -65,6 +65,7 @@ def rules_from_config(config: MirrorConfig) -> FilterRules:
         whitelist=config.whitelist,
         pkg_list=config.pkg_list,
     )
+    return dataclasses.replace(rules, prefer_conda=config.prefer_conda)
 
 
 @dataclass(slots=True)
@@ -262,9 +263,10 @@ class MirrorRun:
                     held = await asyncio.to_thread(_published_filenames, published)
                     for position, channel in enumerate(self.channels):
                         repodata = await reader.repodata(channel, subdir)
+                        twins = self._prefer_conda_twins(repodata)
                         for record in repodata.records if repodata else ():
                             if query.matches(record):
-                                selected, reason = explain(record, subdir, self.rules)
+                                selected, reason = explain(record, subdir, self.rules, twins)
                                 mirrored = "mirrored" if record.filename in held else "not mirrored"
                                 lines.append(
                                     f"{channel.display.rstrip('/')}/{subdir}/{record.filename}: {mirrored}; {reason}"
@@ -274,6 +276,12 @@ class MirrorRun:
             finally:
                 await self.destination.close()  # a remote one opened a session to read its indexes
         return lines or [f"no upstream record matches {query.name}"]
+
+    def _prefer_conda_twins(self, repodata: Repodata | None) -> frozenset[str]:
+        """For explain: the .tar.bz2 files prefer_conda drops from this index (its dependencies aside)."""
+        if repodata is None or not self.rules.prefer_conda:
+            return frozenset()
+        return tar_bz2_twins(repodata.records, lambda record: judge(record, self.rules).kept)
 
     async def _discover_and_mirror(self, session: Http, reader: ChannelReader) -> None:
         subdirs = await self._discover(reader)
@@ -790,6 +798,8 @@ def _fingerprint(config: MirrorConfig, indexes: list[tuple[str, str]]) -> str:
             config.include_dependencies,
             config.prune_removed,
             config.write_bz2,
+            # Only when set: a fingerprint that changed for everyone would republish every mirror once.
+            *([["prefer_conda", True]] if config.prefer_conda else []),
         ],
         "indexes": indexes,
     }

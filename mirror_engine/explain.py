@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from mirror_engine.filters import FilterRules, Verdict, judge, record_family_of, subdir_selected
@@ -32,8 +33,9 @@ class Query:
         )
 
 
-def explain(record: Record, subdir: str, rules: FilterRules) -> tuple[bool, str]:
-    """(selected, reason) for one upstream record of `subdir`."""
+def explain(record: Record, subdir: str, rules: FilterRules, twins: Collection[str] = frozenset()) -> tuple[bool, str]:
+    """(selected, reason) for one upstream record of `subdir`; `twins`: the .tar.bz2 files prefer_conda
+    drops from its index (filters.tar_bz2_twins)."""
     if not subdir_selected(subdir, rules):
         return False, f"dropped by platforms: {subdir} is not listed"
     verdict = judge(record, rules)
@@ -54,4 +56,6 @@ def explain(record: Record, subdir: str, rules: FilterRules) -> tuple[bool, str]
     problem = record.unusable_because() if verdict.kept else None
     if problem is not None:
         return False, f"refused: {problem}"
+    if verdict.kept and record.filename in twins:
+        return False, "dropped by prefer_conda: the same build is mirrored as .conda"
     return verdict.kept, reasons[verdict]

@@ -3,13 +3,14 @@
 For each record of each subdir: 1. platforms, 2. python_versions, 3. license_blacklist, 4. blacklist,
 5. whitelist (puts back what 3 or 4 dropped, never what 1 or 2 did). pkg_list, which stands alone,
 keeps only its names after 1 and 2. Names compare case-insensitively; `*` and `?` make globs.
+Then ours, `prefer_conda`: a kept .tar.bz2 goes when the same name-version-build is kept as .conda.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -28,6 +29,7 @@ class Verdict(StrEnum):
     LICENSE = "dropped by license_blacklist"
     BLACKLIST = "dropped by blacklist"
     RESCUED = "put back by whitelist"
+    PREFER_CONDA = "dropped by prefer_conda"  # the same build is kept as .conda
     DEPENDENCY = "added as a dependency"  # include_dependencies: needed by a selected record
 
     @property
@@ -67,6 +69,7 @@ class FilterRules:
     blacklist: NameSet = NameSet()
     whitelist: NameSet = NameSet()
     pkg_list: NameSet = NameSet()
+    prefer_conda: bool = False  # set with dataclasses.replace: not a list of names like the others
     judges_records: bool = field(init=False, default=False)  # whether any of steps 2-5 may drop a record
 
     def __post_init__(self) -> None:
@@ -127,3 +130,15 @@ def record_family_of(record: Record) -> str:
 
 def select(records: Iterable[Record], rules: FilterRules) -> list[Record]:
     return [record for record in records if judge(record, rules).kept]
+
+
+CONDA, TAR_BZ2 = ".conda", ".tar.bz2"
+
+
+def tar_bz2_twins(records: Iterable[Record], kept: Callable[[Record], bool]) -> frozenset[str]:
+    """prefer_conda: the .tar.bz2 file names whose name-version-build is kept as .conda, per `kept`."""
+    return frozenset(
+        record.filename.removesuffix(CONDA) + TAR_BZ2
+        for record in records
+        if record.filename.endswith(CONDA) and record.unusable_because() is None and kept(record)
+    )

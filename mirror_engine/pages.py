@@ -74,6 +74,8 @@ def filters_in_words(config: MirrorConfig) -> list[str]:
         words.append(f"only these packages: {', '.join(config.pkg_list)}")
     if config.include_dependencies:
         words.append("with the dependencies they need")
+    if config.prefer_conda:
+        words.append("a .tar.bz2 left out where the same build is here as .conda")
     return words
 
 

@@ -9,7 +9,7 @@ from itertools import filterfalse
 from typing import Any, NamedTuple
 
 from mirror_engine.destinations.base import FileStat
-from mirror_engine.filters import FilterRules, Verdict, judge
+from mirror_engine.filters import FilterRules, Verdict, judge, tar_bz2_twins
 from mirror_engine.gcpause import without_gc
 from mirror_engine.repodata import Record, Repodata
 from mirror_engine.transfer import TransferItem
@@ -127,6 +127,7 @@ def plan_subdir(
     several = len(upstreams) > 1
     for upstream in sorted(upstreams, key=lambda u: u.channel):
         counts = verdicts.setdefault(upstream.channel, Counter())
+        twins = _prefer_conda_twins(upstream, rules, dependencies)
         if upstream.repodata.unread:  # left unread by parse_repodata: not of a package in pkg_list
             counts[Verdict.PKG_LIST] += upstream.repodata.unread
         # This loop runs once per upstream record (600,000 in conda-forge's linux-64): kept lean on purpose.
@@ -138,6 +139,10 @@ def plan_subdir(
                     counts[verdict] += 1
                     continue
                 verdict = Verdict.DEPENDENCY
+            if twins and filename in twins:
+                verdict = Verdict.PREFER_CONDA
+                counts[verdict] += 1
+                continue
             counts[verdict] += 1
             problem = record.unusable_because()
             if problem is not None:
@@ -179,6 +184,15 @@ def plan_subdir(
         rejected=tuple(rejected),
         retired=tuple(retired),
         also=tuple(also),
+    )
+
+
+def _prefer_conda_twins(upstream: Upstream, rules: FilterRules, dependencies: Collection[str]) -> frozenset[str]:
+    """The .tar.bz2 files of this index that prefer_conda drops: their .conda is selected too."""
+    if not rules.prefer_conda:
+        return frozenset()
+    return tar_bz2_twins(
+        upstream.repodata.records, lambda record: judge(record, rules).kept or record.filename in dependencies
     )
 
 
