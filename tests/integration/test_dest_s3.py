@@ -25,7 +25,8 @@ from mirror_engine.engine import MirrorRun
 from mirror_engine.errors import DestinationError, DestinationRace, UploadRefused
 from mirror_engine.progress import NullReporter
 from mirror_engine.summary import RunSummary
-from tests.helpers import assert_index_sound, make_config, mirror, names
+from tests.helpers import assert_all_sections_sound, assert_index_sound, make_config, mirror, names
+from tests.integration.test_v3_records import v3_channel
 from tests.s3_server import S3Server, seaweedfs, unique_prefix
 
 BIG = DemoPackage("bigdata", "1.0", "h0_0", payload_size=12_000_000)  # > 11 MB: three parts of 5 MiB
@@ -385,3 +386,25 @@ async def test_plan_reads_the_bucket_before_any_open(tmp_path: Path, s3: S3Serve
     assert await planned() == 16
     assert (await run_into(config, s3_destination(config, s3, S3Destination))).exit_code == 0
     assert await planned() == 0
+
+
+async def test_v3_records_reach_the_bucket_filtered_and_whole(tmp_path: Path, s3: S3Server, prefix: str) -> None:
+    root = tmp_path / "upstream"
+    upstream = v3_channel(root)
+    remote = s3_config(tmp_path / "remote", s3, prefix, root, blacklist=["gdbm"])
+    summary = await run_into(remote, s3_destination(remote, s3, S3Destination))
+    assert summary.exit_code == 0, summary.failures
+    readback = make_config(tmp_path / "readback", channels=[root.as_uri()])
+    await s3.download(f"{prefix}/{remote.dest_channel}/", readback.channel_dir)
+    doc = assert_all_sections_sound(readback, "linux-64", upstream, filtered={"gdbm"})
+    assert set(doc["v3"]["conda"]) == {"zlib-1.3.1-h5eee18b_0", "ncurses-6.4-h6a678d5_0"}
+    assert set(doc["v3"]["tar.bz2"]) == {"libffi-3.4.4"}
+    assert "packages.whl" not in doc and "whl" not in doc["v3"]
+    objects = await s3.objects(f"{prefix}/{remote.dest_channel}/linux-64/")
+    packages = {key.rsplit("/", 1)[1] for key in objects if key.endswith((".conda", ".tar.bz2"))}
+    assert packages == {
+        "zlib-1.3.1-h5eee18b_0.conda",
+        "ncurses-6.4-h6a678d5_0.conda",
+        "libffi-3.4.4-h6a678d5_1.tar.bz2",
+        "readline-8.2-h5eee18b_0.conda",
+    }
