@@ -9,28 +9,46 @@ from typing import Any
 
 import orjson
 
-from mirror_engine.repodata import SECTIONS
+from mirror_engine.repodata import NOT_RECORDS, RECORD_SECTIONS, SECTIONS, holds_records
 
 JsonObject = dict[str, Any]
 SUBDIR_SIDECARS = ("run_exports.json", "repodata_from_packages.json")  # same shape as repodata.json
 
 
-def filter_sidecar(docs: Iterable[JsonObject], keep: Collection[str]) -> JsonObject:
-    """Merge one subdir file of several channels (the first channel wins a file name), keeping only `keep`."""
+def filter_sidecar(
+    docs: Iterable[JsonObject], keep: Collection[str], keyed: Collection[tuple[str, str]] = ()
+) -> JsonObject:
+    """Merge one subdir file of several channels (the first channel wins an entry), keeping only the
+    entries of files in `keep` or of the (section name, key) pairs in `keyed`: the published records'.
+
+    Every record section of repodata.json is read (v3 buckets by their keys plus extension, wheels only
+    by `keyed`); an unknown key holding records is left out, as from repodata.json."""
     docs = [doc for doc in docs if isinstance(doc, dict)]
     first = docs[0] if docs else {}
     info = first.get("info")
-    merged: JsonObject = {key: value for key, value in first.items() if key not in (*SECTIONS, "info", "removed")}
+    sections = {section.top for section in RECORD_SECTIONS}
+    merged: JsonObject = {
+        key: value
+        for key, value in first.items()
+        if key not in (*sections, "info", "removed") and (key in NOT_RECORDS or not holds_records(value))
+    }
     merged["info"] = {k: v for k, v in info.items() if k != "base_url"} if isinstance(info, dict) else {}
-    for section in SECTIONS:
+    for section in RECORD_SECTIONS:
         entries: JsonObject = {}
+        present = False
         for doc in docs:
-            upstream = doc.get(section)
+            upstream = doc.get(section.top)
+            if section.bucket is not None and isinstance(upstream, dict):
+                upstream = upstream.get(section.bucket)
             if isinstance(upstream, dict):
-                for filename, entry in upstream.items():
-                    if filename in keep:
-                        entries.setdefault(filename, entry)
-        merged[section] = dict(sorted(entries.items()))
+                present = True
+                for key, entry in upstream.items():
+                    named = not section.wheel and key + section.extension in keep
+                    if named or (section.name, key) in keyed:
+                        entries.setdefault(key, entry)
+        if section.name in SECTIONS or present:
+            into = merged if section.bucket is None else merged.setdefault(section.top, {})
+            into[section.bucket or section.top] = dict(sorted(entries.items()))
     return merged
 
 

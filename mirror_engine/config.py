@@ -230,6 +230,7 @@ class MirrorConfig(BaseModel):
     include_dependencies: bool = False  # add what the selected packages need, so each one installs
     prune_removed: bool = False  # delete files upstream moved into `removed` (default: keep them reachable)
     write_bz2: bool = False  # also publish the deprecated repodata.json.bz2
+    prefer_conda: bool = False  # drop a .tar.bz2 whose name-version-build the channel also has as .conda
     html_pages: bool = True  # index.html per channel and subdir, runs.html beside them
     # --- conda's words for the network; also read from .condarc (see condarc.py), config wins ---
     ssl_verify: bool | Path = True  # or a CA bundle file, for a private CA

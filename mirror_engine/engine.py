@@ -40,7 +40,7 @@ from mirror_engine.publish import publish_subdir, write_index
 from mirror_engine.repodata import Record, Repodata, parse_repodata
 from mirror_engine.retry import RetryPolicy, with_retries
 from mirror_engine.session import Http, open_session, redact
-from mirror_engine.summary import RunSummary, plan_counts
+from mirror_engine.summary import RunSummary, left_out_of, plan_counts
 from mirror_engine.transfer import Outcome, TransferItem, TransferResult, download, file_matches
 from mirror_engine.workers import WorkerPool
 
@@ -256,9 +256,12 @@ class MirrorRun:
                     held = await asyncio.to_thread(_published_filenames, published)
                     for position, channel in enumerate(self.channels):
                         repodata = await reader.repodata(channel, subdir)
+                        twins = _conda_builds(repodata) if repodata and self.config.prefer_conda else set()
                         for record in repodata.records if repodata else ():
                             if query.matches(record):
                                 selected, reason = explain(record, subdir, self.rules)
+                                if selected and record.filename.endswith(".tar.bz2") and record.filename[:-8] in twins:
+                                    selected, reason = False, f"dropped by prefer_conda: {record.filename[:-8]}.conda"
                                 mirrored = "mirrored" if record.filename in held else "not mirrored"
                                 lines.append(
                                     f"{channel.display.rstrip('/')}/{subdir}/{record.filename}: {mirrored}; {reason}"
@@ -295,7 +298,7 @@ class MirrorRun:
             self._upstream_cache[subdir] = upstreams
             probe = await asyncio.to_thread(plan_subdir, subdir, upstreams, self.rules, {})
             selected[subdir] = list(probe.wanted.values())
-            records[subdir] = _usable_records(upstreams)
+            records[subdir] = _usable_records(upstreams, prefer_conda=self.config.prefer_conda)
         by_names = dataclasses.replace(self.rules, pkg_list=NameSet())  # the closure may add any name
 
         def allowed(record: Record) -> bool:
@@ -359,11 +362,14 @@ class MirrorRun:
                 plan_subdir,
                 keep_removed=not self.config.prune_removed,
                 dependencies=self._dependencies.get(subdir, ()),
+                prefer_conda=self.config.prefer_conda,
             ),
             subdir, upstreams, self.rules, existing, vouched.digests,
         )  # fmt: skip
         plan = dataclasses.replace(plan, sidecars=await asyncio.to_thread(_parse_sidecars, subdir, sidecars))
         self._fingerprints[subdir] = fingerprint
+        for key in left_out_of(plan):
+            log.warning("%s: %s: records in a shape this mirror does not know; left out of its index", subdir, key)
         if self.journal is not None and not dry_run:
             self.journal.planned(subdir, ((item.filename, item.size) for item in plan.transfers))
         self.summary.add_plan(plan, self.clock())
@@ -721,14 +727,23 @@ def _first_mirror_error(group: BaseExceptionGroup[BaseException]) -> MirrorError
     return None
 
 
-def _usable_records(upstreams: list[Upstream]) -> list[Record]:
-    """Every record the closure may add: usable, and the first channel's where a file name repeats."""
+def _usable_records(upstreams: list[Upstream], *, prefer_conda: bool = False) -> list[Record]:
+    """Every record the closure may add: usable, and the first channel's where a file name repeats; with
+    `prefer_conda`, no .tar.bz2 of a build that is there as .conda (the plan would drop it)."""
     found: dict[str, Record] = {}
     for upstream in sorted(upstreams, key=lambda u: u.channel):
         for record in upstream.repodata.records:
             if record.filename not in found and record.unusable_because() is None:
                 found[record.filename] = record
+    if prefer_conda:
+        stems = {name[:-6] for name in found if name.endswith(".conda")}
+        return [record for name, record in found.items() if not (name.endswith(".tar.bz2") and name[:-8] in stems)]
     return list(found.values())
+
+
+def _conda_builds(repodata: Repodata) -> set[str]:
+    """`name-version-build` of the usable .conda records of an index (prefer_conda drops their .tar.bz2)."""
+    return {r.filename[:-6] for r in repodata.records if r.filename.endswith(".conda") and r.unusable_because() is None}
 
 
 def _parse_sidecars(subdir: str, sidecars: dict[str, list[bytes]]) -> dict[str, tuple[dict[str, Any], ...]]:
@@ -783,6 +798,7 @@ def _fingerprint(config: MirrorConfig, indexes: list[tuple[str, str]]) -> str:
             config.include_dependencies,
             config.prune_removed,
             config.write_bz2,
+            config.prefer_conda,
         ],
         "indexes": indexes,
     }

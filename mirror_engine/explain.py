@@ -50,6 +50,7 @@ def explain(record: Record, subdir: str, rules: FilterRules) -> tuple[bool, str]
         Verdict.RESCUED: "rescued by whitelist from "
         + (f"license_blacklist (family {family})" if blacklisted(family, rules.license_blacklist) else "blacklist"),
         Verdict.DEPENDENCY: "added as a dependency",
+        Verdict.FORMAT: "dropped by prefer_conda",
     }
     problem = record.unusable_because() if verdict.kept else None
     if problem is not None:

@@ -29,6 +29,7 @@ class Verdict(StrEnum):
     BLACKLIST = "dropped by blacklist"
     RESCUED = "put back by whitelist"
     DEPENDENCY = "added as a dependency"  # include_dependencies: needed by a selected record
+    FORMAT = "dropped by prefer_conda"  # the same build is mirrored as .conda
 
     @property
     def kept(self) -> bool:

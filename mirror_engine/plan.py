@@ -98,6 +98,7 @@ def plan_subdir(
     *,
     keep_removed: bool = True,
     dependencies: Collection[str] = (),
+    prefer_conda: bool = False,
 ) -> SubdirPlan:
     """Filter each channel's records, merge channels (first one wins a filename), and pair with the destination.
 
@@ -106,6 +107,9 @@ def plan_subdir(
     of the right size is hashed; anything else is fetched.
     Files upstream has moved into `removed` stay (lockfiles still point at them) unless not `keep_removed`.
     `dependencies` names files the filters dropped but a selected record needs (`include_dependencies`).
+    With `prefer_conda`, a .tar.bz2 is dropped when a channel has the same name-version-build as .conda.
+    A file named in several sections of one index (`packages.conda` and `v3.conda`) is published in the
+    first (legacy before v3): rattler refuses an index that lists one file twice.
     """
     vouched = vouched or {}
     wanted: dict[str, Record] = {}
@@ -116,6 +120,7 @@ def plan_subdir(
     conflicts: list[Conflict] = []
     rejected: list[Rejected] = []
     several = len(upstreams) > 1
+    conda_twins = _conda_stems(upstreams) if prefer_conda else frozenset()
     for upstream in sorted(upstreams, key=lambda u: u.channel):
         counts = verdicts.setdefault(upstream.channel, Counter())
         if upstream.repodata.unread:  # left unread by parse_repodata: not of a package in pkg_list
@@ -129,6 +134,9 @@ def plan_subdir(
                     counts[verdict] += 1
                     continue
                 verdict = Verdict.DEPENDENCY
+            if conda_twins and filename.endswith(".tar.bz2") and filename[:-8] in conda_twins:
+                counts[Verdict.FORMAT] += 1
+                continue
             counts[verdict] += 1
             problem = record.unusable_because()
             if problem is not None:
@@ -167,6 +175,16 @@ def plan_subdir(
         conflicts=tuple(conflicts),
         rejected=tuple(rejected),
         retired=tuple(retired),
+    )
+
+
+def _conda_stems(upstreams: Sequence[Upstream]) -> frozenset[str]:
+    """`name-version-build` of every usable .conda record: the builds whose .tar.bz2 `prefer_conda` drops."""
+    return frozenset(
+        record.filename[:-6]
+        for upstream in upstreams
+        for record in upstream.repodata.records
+        if record.filename.endswith(".conda") and record.unusable_because() is None
     )
 
 

@@ -54,8 +54,9 @@ async def publish_subdir(
     """
     records = [record for filename, record in plan.wanted.items() if filename in verified]
     held = {record.filename for record in records} | set(plan.retired)
+    keyed = {(record.section, record.key) for record in records}
     for name, docs in plan.sidecars.items():
-        await destination.write_index(plan.subdir, name, await asyncio.to_thread(_encode_sidecar, docs, held))
+        await destination.write_index(plan.subdir, name, await asyncio.to_thread(_encode_sidecar, docs, held, keyed))
     index_sha256, shard_files = await write_index(
         destination, plan.subdir, plan.upstream, records, plan.retired, with_bz2=with_bz2
     )
@@ -71,8 +72,8 @@ async def publish_subdir(
     return Published(index_sha256, len(records), stale, names, sum(record.size or 0 for record in records))
 
 
-def _encode_sidecar(docs: tuple[dict[str, Any], ...], held: set[str]) -> bytes:
-    return orjson.dumps(filter_sidecar(docs, held), option=orjson.OPT_SORT_KEYS)
+def _encode_sidecar(docs: tuple[dict[str, Any], ...], held: set[str], keyed: set[tuple[str, str]]) -> bytes:
+    return orjson.dumps(filter_sidecar(docs, held, keyed), option=orjson.OPT_SORT_KEYS)
 
 
 async def write_index(

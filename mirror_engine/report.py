@@ -47,6 +47,7 @@ def report_json(summary: RunSummary, *, mirror: str, started_at: float) -> dict[
         "conflicts": list(summary.conflicts),
         "repaired": list(summary.repaired),
         "unsatisfied": {dep: sorted(who) for dep, who in sorted(summary.unsatisfied.items())},
+        "left_out": {subdir: sorted(keys) for subdir, keys in sorted(summary.left_out.items())},
     }
 
 
@@ -73,6 +74,7 @@ def plan_json(summary: RunSummary, stale: dict[str, int]) -> dict[str, Any]:
         "conflicts": list(summary.conflicts),
         "problems": [{"what": what, "why": why} for what, why in summary.failures],
         "unsatisfied": {dep: sorted(who) for dep, who in sorted(summary.unsatisfied.items())},
+        "left_out": {subdir: sorted(keys) for subdir, keys in sorted(summary.left_out.items())},
     }
 
 

@@ -41,6 +41,7 @@ class RunSummary:
     repaired: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)  # subdirs skipped: same inputs, same files
     unsatisfied: dict[str, set[str]] = field(default_factory=dict)  # "subdir: dependency" -> who needs it
+    left_out: dict[str, set[str]] = field(default_factory=dict)  # subdir -> index keys holding unknown records
     interrupted_by: str | None = None  # the signal that stopped the run
 
     def row(self, channel: int, subdir: str) -> Row:
@@ -68,8 +69,10 @@ class RunSummary:
                 f"{plan.subdir}/{conflict.filename}: {self.channels[conflict.other_channel]} differs from "
                 f"{self.channels[conflict.kept_channel]} (kept, listed first)"
             )
+        for key in left_out_of(plan):
+            self.left_out.setdefault(plan.subdir, set()).add(key)
         for rejected in plan.rejected:
-            self.failures.append((f"{self.channels[rejected.channel]}{plan.subdir}/{rejected.filename}",
+            self.failures.append((f"{self.channels[rejected.channel].rstrip('/')}/{plan.subdir}/{rejected.filename}",
                                   rejected.reason))  # fmt: skip
 
     def add_unchanged(self, subdir: str, counts: str) -> None:
@@ -82,6 +85,8 @@ class RunSummary:
         for channel, upstream in replay.get("upstream", {}).items():
             self.row(int(channel), subdir).upstream += upstream
         self.verdicts.update({Verdict(name): n for name, n in replay.get("verdicts", {}).items()})
+        if replay.get("left_out"):
+            self.left_out.setdefault(subdir, set()).update(replay["left_out"])
         self.unchanged.append(subdir)
 
     def add_result(self, result: TransferResult, now: float) -> None:
@@ -148,6 +153,7 @@ def format_summary(summary: RunSummary) -> str:
         lines.extend(
             f"  {dep} (needed by {', '.join(sorted(who))})" for dep, who in sorted(summary.unsatisfied.items())
         )
+    lines.extend(_left_out_lines(summary.left_out))
     if summary.repaired:
         lines.append(f"repaired {len(summary.repaired)} file(s) whose bytes on disk did not match their record:")
         lines.extend(f"  {name}" for name in summary.repaired)
@@ -182,6 +188,7 @@ def format_plan(summary: RunSummary, stale: dict[str, int]) -> str:
         lines.extend(f"conflict: {conflict}" for conflict in summary.conflicts)
     if summary.unchanged:
         lines.append(f"unchanged upstream and on disk, nothing to do: {', '.join(summary.unchanged)}")
+    lines.extend(_left_out_lines(summary.left_out))
     lines.extend(f"problem: {what}: {why}" for what, why in summary.failures)
     return "\n".join(lines)
 
@@ -196,6 +203,22 @@ def _filter_line(verdicts: Counter[Verdict]) -> list[str]:
     return [f"filters: {'; '.join(parts)}"] if parts else []
 
 
+def left_out_of(plan: SubdirPlan) -> list[str]:
+    """The keys of the subdir's upstream indexes left out of what it publishes: records of a shape we do
+    not know (a future `v4`, a new v3 bucket), which we can neither filter nor check."""
+    return sorted({key for repodata in plan.upstream for key in repodata.dropped})
+
+
+def _left_out_lines(left_out: dict[str, set[str]]) -> list[str]:
+    if not left_out:
+        return []
+    count = sum(len(keys) for keys in left_out.values())
+    return [
+        f"{count} index key(s) holding records of an unknown shape, left out of the published index:",
+        *(f"  {subdir}: {', '.join(sorted(keys))}" for subdir, keys in sorted(left_out.items())),
+    ]
+
+
 def plan_counts(plan: SubdirPlan) -> str:
     """A plan's summary counts as JSON, kept in the journal so that an unchanged subdir can be reported."""
     rows: Counter[int] = Counter(plan.trusted.values())
@@ -204,6 +227,11 @@ def plan_counts(plan: SubdirPlan) -> str:
     for counts in plan.verdicts.values():
         verdicts.update(counts)
     upstream = {channel: sum(counts.values()) for channel, counts in plan.verdicts.items()}
-    return json.dumps(
-        {"rows": dict(rows), "upstream": upstream, "verdicts": {verdict.value: n for verdict, n in verdicts.items()}}
-    )
+    doc: dict[str, object] = {
+        "rows": dict(rows),
+        "upstream": upstream,
+        "verdicts": {verdict.value: n for verdict, n in verdicts.items()},
+    }
+    if left_out := left_out_of(plan):
+        doc["left_out"] = left_out
+    return json.dumps(doc)

@@ -18,13 +18,13 @@ from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
-import orjson
 
 from mirror_engine.config import DestinationConfig, MirrorConfig
 from mirror_engine.destinations.base import FileStat
 from mirror_engine.destinations.staged import StagedDestination
-from mirror_engine.errors import ConfigError, DestinationError, MirrorError, UploadRefused
+from mirror_engine.errors import BadRepodata, ConfigError, DestinationError, MirrorError, UploadRefused
 from mirror_engine.pool import run_pool
+from mirror_engine.repodata import published_files
 from mirror_engine.retry import RetryPolicy, with_retries
 from mirror_engine.session import USER_AGENT, describe_error, redact
 
@@ -33,7 +33,6 @@ T = TypeVar("T")
 
 STORED = frozenset({200, 201, 204})  # 201 a new file, 204 (nginx) or 200 a replaced one
 DELETED = frozenset({200, 202, 204, 404})  # 404: already gone, which is what was asked for
-PACKAGE_SECTIONS = ("packages", "packages.conda")
 
 
 class _Transient(DestinationError):
@@ -332,19 +331,13 @@ def _client_error(url: str, exc: BaseException) -> DestinationError:
 
 
 def _named_files(repodata_json: bytes, url: str) -> dict[str, FileStat]:
-    """Package files and sizes our published index names; an unreadable one counts as naming none."""
+    """Package files and sizes our published index names (every section); an unreadable one names none."""
     try:
-        doc = orjson.loads(repodata_json)
-    except orjson.JSONDecodeError as exc:
-        log.warning("%s: not valid JSON (%s); the subdir is uploaded again", url, exc)
+        named = published_files(repodata_json, url)
+    except BadRepodata as exc:
+        log.warning("%s; the subdir is uploaded again", exc)
         return {}
-    files: dict[str, FileStat] = {}
-    for section in PACKAGE_SECTIONS:
-        records = doc.get(section) if isinstance(doc, dict) else None
-        for filename, record in (records or {}).items():
-            size = record.get("size") if isinstance(record, dict) else None
-            files[filename] = FileStat(size if isinstance(size, int) else 0, 0)
-    return files
+    return {filename: FileStat(size, 0) for filename, size in named.items()}
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> MirrorError | None:
