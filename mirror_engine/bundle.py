@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mirror_engine.errors import MirrorError
+from mirror_engine.repodata import is_package_filename
 
 BUNDLE_VERSION = 1
 BLOCK = 1 << 20
@@ -167,7 +168,7 @@ def _write_members(
 
 def _index_file(name: str) -> bool:
     """Files whose bytes change under the same name: always carried. Packages and shards never change."""
-    return not name.endswith((".conda", ".tar.bz2")) and "/shards/" not in f"/{name}"
+    return not is_package_filename(name.rsplit("/", 1)[-1]) and "/shards/" not in f"/{name}"
 
 
 class _VolumeReader:

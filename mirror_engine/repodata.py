@@ -15,15 +15,21 @@ import zstandard
 from mirror_engine.errors import BadRepodata
 from mirror_engine.gcpause import without_gc
 
-SECTIONS = ("packages", "packages.conda")
+SECTIONS = ("packages", "packages.conda")  # always written, as every client reads them
+# The wheels draft (conda/ceps#145): `"packages.whl": {key: record}`; the key is the wheel's file name
+# there, an identifier in earlier drafts, so a record's `fn` names its file when it has one.
+WHEELS = "packages.whl"
 # CEP 48: `"v3": {format: {key: record}}`, each key a file name without the extension its format names.
 V3 = "v3"
-V3_FORMATS = {"conda": ".conda", "tar.bz2": ".tar.bz2"}
+V3_FORMATS = {"conda": ".conda", "tar.bz2": ".tar.bz2", "whl": ".whl"}
 V3_SECTIONS = tuple(f"{V3}.{fmt}" for fmt in V3_FORMATS)  # how a Record names its section
-RECORD_SECTIONS = (*SECTIONS, *V3_SECTIONS)
+RECORD_SECTIONS = (*SECTIONS, WHEELS, *V3_SECTIONS)
+PACKAGE_EXTENSIONS = (".tar.bz2", ".conda", ".whl")
+# The extension a record's file must have in a section whose keys are not file names.
+_SECTION_EXTENSIONS = {WHEELS: ".whl"} | {f"{V3}.{fmt}": extension for fmt, extension in V3_FORMATS.items()}
 # Top-level keys known to hold no records: carried as upstream wrote them, never searched for records.
 CARRIED_KEYS = ("info", "removed", "signatures", "repodata_version")
-_SAFE_FILENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*\.(tar\.bz2|conda)$")
+_SAFE_FILENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*\.(tar\.bz2|conda|whl)$")
 JsonObject = dict[str, Any]
 RecordBytes = bytes | msgspec.Raw  # a Raw is a slice of the index it was decoded from, not a copy
 _EMPTY_LIST = msgspec.Raw(b"[]")
@@ -40,7 +46,7 @@ class _Checked(msgspec.Struct, gc=False):
 
 
 class _FileName(msgspec.Struct, gc=False):
-    """A v3 record's own file name, read only for v3 records (CEP 48 lets `fn` name the file)."""
+    """A record's own file name, read only in the sections whose keys are not file names (v3, wheels)."""
 
     fn: Any = None
 
@@ -104,7 +110,7 @@ class Record:
 
     A conda-forge subdir has 600,000 records: each holds its bytes (a slice of the served index) and the
     few checked fields every step reads; the rest is decoded from the bytes where needed (`details`).
-    `key` is the record's key in its section: its file name, except in a v3 section (`V3_SECTIONS`).
+    `key` is the record's key in its section: its file name, except in a v3 or wheel section.
     """
 
     __slots__ = ("_md5", "filename", "json", "key", "name", "section", "sha256", "size")
@@ -170,9 +176,12 @@ class Record:
         """Why we cannot mirror this record safely, or None when we can."""
         if not _SAFE_FILENAME.fullmatch(self.filename):
             return f"unsafe file name {self.filename!r}"
-        extension = _V3_EXTENSIONS.get(self.section)
+        extension = _SECTION_EXTENSIONS.get(self.section)
         if extension is not None and not self.filename.endswith(extension):
             return f"{self.section} record names a file without {extension}"
+        if self.section in V3_SECTIONS and self.filename != v3_file_name(self.key, extension or "", None):
+            # rattler refuses the whole index over such a key ("package filename must contain ...")
+            return f"{self.section} key {self.key!r} is not its file name {self.filename!r} without {extension}"
         if not self.name:
             return "record has no name"
         if self.size is None:
@@ -180,9 +189,6 @@ class Record:
         if self.sha256 is None and self._md5 is None:
             return "record has neither a valid sha256 nor md5"
         return None
-
-
-_V3_EXTENSIONS = {f"{V3}.{fmt}": extension for fmt, extension in V3_FORMATS.items()}
 
 
 def v3_file_name(key: str, extension: str, fn: object) -> str:
@@ -198,7 +204,7 @@ def _text(value: object) -> str:
 
 
 def is_package_filename(name: str) -> bool:
-    return name.endswith((".tar.bz2", ".conda")) and not name.startswith(".")
+    return name.endswith(PACKAGE_EXTENSIONS) and not name.startswith(".")
 
 
 _LOWER_HEX = {64: re.compile("[0-9a-f]{64}"), 32: re.compile("[0-9a-f]{32}")}
@@ -232,8 +238,10 @@ class Repodata:
     removed: tuple[str, ...] = ()
     extra: JsonObject = field(default_factory=dict)  # top-level keys we do not interpret
     unread: int = 0  # records left as bytes: their file names name packages not asked for (parse_repodata)
-    v3_formats: tuple[str, ...] = ()  # the CEP 48 formats upstream's `v3` holds, records or none
-    left_out: tuple[str, ...] = ()  # keys holding records in a shape we do not know ("packages.whl", "v3.x")
+    # The sections beyond the legacy two that upstream's index has, records or none ("v3.conda", WHEELS):
+    # written again even when nothing in them is kept, as clients saw them.
+    sections: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()  # keys holding records in a shape we do not know ("v4", "v3.x")
 
     @property
     def base_url(self) -> str | None:
@@ -281,14 +289,18 @@ def parse_repodata(data: bytes, source: str, names: Callable[[str], bool] | None
         section_bytes = top.pop(section, None)
         if section_bytes is not None:
             unread += _read_section(records, section, section_bytes, source, names)
-    v3_formats: list[str] = []
+    sections: list[str] = []
     left_out: list[str] = []
+    wheel_bytes = top.pop(WHEELS, None)
+    if wheel_bytes is not None:
+        sections.append(WHEELS)
+        unread += _read_section(records, WHEELS, wheel_bytes, source, names)
     v3_bytes = top.pop(V3, None)
     if v3_bytes is not None:
         for fmt, section_bytes in _object(v3_bytes, f"{source}: {V3}").items():
             if fmt in V3_FORMATS:
-                v3_formats.append(fmt)
-                unread += _read_section(records, f"{V3}.{fmt}", section_bytes, source, names, V3_FORMATS[fmt])
+                sections.append(f"{V3}.{fmt}")
+                unread += _read_section(records, f"{V3}.{fmt}", section_bytes, source, names)
             elif holds_records(_ANY_JSON.decode(section_bytes)):
                 left_out.append(f"{V3}.{fmt}")
             # a format we do not know that holds no records is dropped with the v3 section we rewrite
@@ -309,7 +321,7 @@ def parse_repodata(data: bytes, source: str, names: Callable[[str], bool] | None
         removed=tuple(removed),
         extra=rest,
         unread=unread,
-        v3_formats=tuple(v3_formats),
+        sections=tuple(sections),
         left_out=tuple(left_out),
     )
 
@@ -322,28 +334,28 @@ def _object(data: msgspec.Raw, what: str) -> dict[str, msgspec.Raw]:
 
 
 def _read_section(
-    records: list[Record],
-    section: str,
-    data: msgspec.Raw,
-    source: str,
-    names: Callable[[str], bool] | None,
-    v3_extension: str | None = None,
+    records: list[Record], section: str, data: msgspec.Raw, source: str, names: Callable[[str], bool] | None
 ) -> int:
     """Append the records of one section to `records`; how many were left unread (see parse_repodata).
 
-    In a v3 section (`v3_extension` given) a key is a file name without that extension."""
+    In a v3 section a key is a file name without its format's extension; in the wheels' section the
+    key may be no file name at all. In both a record's `fn`, when it has one, names its file."""
     entries = _object(data, f"{source}: {section}")
+    extension = _SECTION_EXTENSIONS.get(section)
+    # A wheel's file name does not spell its conda name (`charset_normalizer-3.3.2-py3-none-any.whl` is
+    # `charset-normalizer`): each is read and judged by its record's `name`.
+    names = None if extension == ".whl" else names
     unread = 0
     for key, raw in entries.items():
-        filename = key if v3_extension is None else v3_file_name(key, v3_extension, None)
+        filename = key if extension is None else v3_file_name(key, extension, None)
         if names is not None and not _may_be_wanted(filename, names):
             unread += 1
             continue
         record = _record(filename, section, raw, source, key)
-        if v3_extension is not None:
+        if extension is not None:
             fn = _FILE_NAME.decode(raw).fn
             if fn is not None:
-                record.filename = v3_file_name(key, v3_extension, fn)
+                record.filename = v3_file_name(key, extension, fn)
         records.append(record)
     return unread
 
@@ -420,7 +432,8 @@ def write_index_json(
     upstream's bytes, and upstream's other keys. Written a thousand records at a time, so that a
     600,000-record index can go to its file without ever lying whole in memory.
 
-    Records of a v3 section go under `v3`, keyed as upstream keyed them. `info` and unknown top-level
+    Records of a v3 section go under `v3`, keyed as upstream keyed them, as do wheels' records under
+    `packages.whl`; `info.repodata_revisions` is counted again (`recount_revisions`). `info` and unknown top-level
     keys that hold no records come from the first upstream index; `base_url` is dropped so
     clients fetch packages from the mirror, not from upstream. `removed` is the given list, or else the
     union of upstream's, in order. Keys are sorted at the top level and records by file name, so the
@@ -430,12 +443,16 @@ def write_index_json(
     first = upstream[0] if upstream else Repodata(info={}, records=())
     info = {key: value for key, value in first.info.items() if key != "base_url"}
     info.setdefault("subdir", subdir)
+    # A section upstream has is written even if nothing in it was kept, as is one a record comes from.
     by_section: dict[str, dict[str, RecordBytes]] = {section: {} for section in SECTIONS}
+    for name in (name for repodata in upstream for name in repodata.sections):
+        by_section.setdefault(name, {})
+    records = list(records)
     for record in records:
         by_section.setdefault(record.section, {})[record.key] = record.json
-    # v3 is written when upstream has one (even if nothing in it was kept) or a record comes from one.
-    v3_formats = {fmt for repodata in upstream for fmt in repodata.v3_formats}
-    v3_formats.update(section.removeprefix(f"{V3}.") for section in by_section if section in V3_SECTIONS)
+    if "repodata_revisions" in info:
+        info["repodata_revisions"] = recount_revisions(info["repodata_revisions"], records)
+    v3_formats = sorted(section.removeprefix(f"{V3}.") for section in by_section if section in V3_SECTIONS)
     if removed is None:
         removed = dict.fromkeys(name for repodata in upstream for name in repodata.removed)
     values: JsonObject = {"info": info, "removed": list(removed)}
@@ -443,18 +460,76 @@ def write_index_json(
         if key not in RECORD_SECTIONS and key != V3:
             values.setdefault(key, value)
     values.setdefault("repodata_version", 1)
-    for position, key in enumerate(sorted([*values, *SECTIONS, *([V3] if v3_formats else [])])):
+    tops = [name for name in by_section if name not in V3_SECTIONS] + ([V3] if v3_formats else [])
+    for position, key in enumerate(sorted([*values, *tops])):
         out.write(b"%s%s:" % (b"," if position else b"{", msgspec.json.encode(key)))
         if key == V3:
-            for index, fmt in enumerate(sorted(v3_formats)):
+            for index, fmt in enumerate(v3_formats):
                 out.write(b"%s%s:" % (b"," if index else b"{", msgspec.json.encode(fmt)))
-                _write_section(out, by_section.get(f"{V3}.{fmt}", {}))
+                _write_section(out, by_section[f"{V3}.{fmt}"])
             out.write(b"}")
         elif key in by_section:
             _write_section(out, by_section[key])
         else:
             out.write(msgspec.json.encode(values[key], order="sorted"))
     out.write(b"}\n")
+
+
+_COUNTED = ("n_packages", "oldest", "newest")
+
+
+def recount_revisions(revisions: object, records: Iterable[Record]) -> object:
+    """CEP 48's `info.repodata_revisions` counted again over the records published: per revision,
+    `n_packages` and the `oldest` and `newest` record (by `indexed_timestamp`, else `timestamp`).
+
+    Read in both shapes seen upstream: a map keyed by revision (`{"v3": {...}}`) and a list of entries
+    naming theirs (`[{"revision": 3, ...}]`). Revision 1 (or "legacy") counts the legacy sections and the
+    wheels'. Other fields (`message`, ...) stay upstream's. A shape we do not know is left out (None):
+    its counts would be upstream's, not the mirror's."""
+    stamps: dict[str, list[int]] = {}
+    for record in records:
+        stamps.setdefault(_revision_of(record.section), []).append(_indexed_at(record))
+    if isinstance(revisions, dict) and all(isinstance(entry, dict) for entry in revisions.values()):
+        return {key: _recounted(entry, stamps.get(_revision_name(key), [])) for key, entry in revisions.items()}
+    if isinstance(revisions, list) and all(isinstance(entry, dict) for entry in revisions):
+        return [_recounted(entry, stamps.get(_revision_name(entry.get("revision")), [])) for entry in revisions]
+    return None
+
+
+def _revision_of(section: str) -> str:
+    return V3 if section in V3_SECTIONS else "v1"
+
+
+def _revision_name(value: object) -> str:
+    """ "v3", 3 and "3" name revision v3; "legacy", 1 and "v1" the legacy sections."""
+    text = str(value).lower().removeprefix("v")
+    return "v1" if text in ("legacy", "1", "0") else f"v{text}"
+
+
+def _recounted(entry: JsonObject, stamps: list[int]) -> JsonObject:
+    counted = {key: value for key, value in entry.items() if key not in _COUNTED}
+    counted["n_packages"] = len(stamps)
+    known = [stamp for stamp in stamps if stamp]
+    if known:
+        counted["oldest"], counted["newest"] = min(known), max(known)
+    return counted
+
+
+class _Stamps(msgspec.Struct, gc=False):
+    indexed_timestamp: Any = None  # CEP 47
+    timestamp: Any = None
+
+
+_STAMPS = msgspec.json.Decoder(_Stamps)
+
+
+def _indexed_at(record: Record) -> int:
+    """When a record was indexed (CEP 47), else built; 0 when it says neither."""
+    stamps = _STAMPS.decode(record.json)
+    for value in (stamps.indexed_timestamp, stamps.timestamp):
+        if type(value) in (int, float) and value > 0:
+            return int(value)
+    return 0
 
 
 def _write_section(out: Writable, entries: dict[str, RecordBytes]) -> None:

@@ -7,8 +7,8 @@ What a subdir publishes (CEP-16; field names and types as rattler's `ShardedRepo
                                             "shards": {name: 32 raw bytes}, "version": 1}
     <subdir>/shards/<hex sha256>.msgpack.zst
                                            {"packages": {filename: record}, "packages.conda": {...},
-                                            "removed": [filename, ...],
-                                            "v3"?: {"conda": {key: record}, "tar.bz2": {...}}}
+                                            "packages.whl"?: {key: record}, "removed": [filename, ...],
+                                            "v3"?: {"conda": {key: record}, "tar.bz2": {...}, "whl": {...}}}
 
 Both are msgpack (str as str, bytes as bin) compressed with zstd. A shard's name is the sha256 of its
 compressed bytes, and in its records `sha256` and `md5` are raw bytes instead of hex; every other field
@@ -36,6 +36,7 @@ from mirror_engine.repodata import (
     V3,
     V3_FORMATS,
     V3_SECTIONS,
+    WHEELS,
     Record,
     Repodata,
     decompress_zst,
@@ -90,7 +91,7 @@ def shard_key(name: str) -> str:
 
 def name_from_filename(filename: str) -> str | None:
     """`<name>-<version>-<build>.<ext>` -> shard key of <name>, or None if the file name has not that form."""
-    if not is_package_filename(filename):
+    if not is_package_filename(filename) or not filename.endswith(_EXTENSIONS):  # a wheel's spells no conda name
         return None
     extension = next(ext for ext in _EXTENSIONS if filename.endswith(ext))
     parts = filename.removesuffix(extension).rsplit("-", 2)
@@ -129,7 +130,7 @@ def shard_batches(records: Iterable[Record], removed: Iterable[str] = (), *, siz
     for key in sorted(grouped):
         # Decoded per shard and dropped once packed: a dict for each of 600,000 records would take GBs.
         doc: dict[str, Any] = {section: {} for section in SECTIONS}
-        for record in grouped[key]:
+        for record in _once_per_file(grouped[key]):
             _section_of(doc, record.section)[record.key] = _shard_record(record)
         doc["removed"] = sorted(removed_by_name.get(key, ()))
         try:
@@ -145,13 +146,23 @@ def shard_batches(records: Iterable[Record], removed: Iterable[str] = (), *, siz
         yield shards
 
 
+def _once_per_file(records: list[Record]) -> list[Record]:
+    """The records of one shard with a file named in a legacy section and in `v3` kept in the legacy
+    one only: rattler's solver refuses the whole shard ("encountered duplicate records") otherwise,
+    where from repodata.json it reads the two as one. Every client reads the legacy sections."""
+    legacy = {record.filename for record in records if record.section in SECTIONS}
+    if not legacy:
+        return records
+    return [record for record in records if record.section not in V3_SECTIONS or record.filename not in legacy]
+
+
 def _section_of(doc: dict[str, Any], section: str) -> dict[str, Any]:
     """The map a record of `section` goes in: CEP 16 shards carry CEP 48's `v3` beside `packages`."""
     if section in V3_SECTIONS:
         formats: dict[str, Any] = doc.setdefault(V3, {})
         entries: dict[str, Any] = formats.setdefault(section.removeprefix(f"{V3}."), {})
         return entries
-    entries = doc[section]
+    entries = doc.setdefault(section, {})  # WHEELS only where a record is in it
     return entries
 
 
@@ -243,18 +254,25 @@ def repodata_from_shards(index: dict[str, Any], shards: Iterable[dict[str, Any]]
     records: list[Record] = []
     removed: list[str] = []
     for shard in shards:
-        for section in SECTIONS:
+        for section in (*SECTIONS, WHEELS):
             entries = shard.get(section, {})
             if not isinstance(entries, dict):
                 raise BadRepodata(f"{source}: a shard's {section}: not a map")
             for filename, raw in entries.items():
                 if not isinstance(raw, dict) or not isinstance(filename, str):
                     raise BadRepodata(f"{source}: a shard's {section}[{filename!r}]: not a record")
-                records.append(Record.of(filename, section, _hex_digests(raw)))
+                records.append(_shard_section_record(filename, section, _hex_digests(raw)))
         records += _v3_records(shard.get(V3), source)
         removed += [name for name in shard.get("removed", []) if isinstance(name, str)]
     kept_info = {key: value for key, value in info.items() if key in ("subdir", "base_url")}
     return Repodata(info=kept_info, records=tuple(records), removed=tuple(removed))
+
+
+def _shard_section_record(key: str, section: str, raw: dict[str, Any]) -> Record:
+    """A record of a shard's top-level section; a wheel's is named by its `fn` when it has one."""
+    fn = raw.get("fn") if section == WHEELS else None
+    filename = v3_file_name(key, ".whl", fn) if section == WHEELS else key
+    return Record.of(filename, section, raw, key)
 
 
 def _v3_records(v3: object, source: str) -> list[Record]:

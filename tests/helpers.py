@@ -99,22 +99,26 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-V3_EXTENSIONS = {"conda": ".conda", "tar.bz2": ".tar.bz2"}  # CEP 48: a v3 format and the extension its keys omit
+# CEP 48: a v3 format and the extension its keys omit
+V3_EXTENSIONS = {"conda": ".conda", "tar.bz2": ".tar.bz2", "whl": ".whl"}
+RECORD_SECTIONS = ("packages", "packages.conda", "packages.whl", "v3.conda", "v3.tar.bz2", "v3.whl")
 
 
 def record_sections(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every record section of an index, `packages`, `packages.conda` and each `v3.<format>`: key -> record."""
-    sections = {section: doc.get(section, {}) for section in ("packages", "packages.conda")}
+    """Every record section of an index (`packages`, `packages.conda`, `packages.whl`, each
+    `v3.<format>`): key -> record."""
+    sections = {section: doc.get(section, {}) for section in ("packages", "packages.conda", "packages.whl")}
     for fmt, entries in doc.get("v3", {}).items():
         sections[f"v3.{fmt}"] = entries
     return sections
 
 
 def record_file(section: str, key: str, record: dict[str, Any]) -> str:
-    """The file a record names: its key, or in v3 its `fn` or its key with the format's extension."""
-    if not section.startswith("v3."):
+    """The file a record names: its key in the legacy sections; else its `fn`, or its key with the
+    extension of its format (the wheels' section: `.whl`) unless the key has it already."""
+    if section in ("packages", "packages.conda"):
         return key
-    extension = V3_EXTENSIONS[section.removeprefix("v3.")]
+    extension = ".whl" if section == "packages.whl" else V3_EXTENSIONS[section.removeprefix("v3.")]
     return record.get("fn") or (key if key.endswith(extension) else key + extension)
 
 
@@ -127,32 +131,42 @@ def assert_all_sections_sound(
     doc = published(config, subdir)
     upstream_sections = record_sections(upstream)
     for section, entries in record_sections(doc).items():
-        assert section in ("packages", "packages.conda", "v3.conda", "v3.tar.bz2"), section
+        assert section in RECORD_SECTIONS, section
         for key, record in entries.items():
             assert record == upstream_sections[section][key], f"{section}[{key}] is not upstream's"
             assert record["name"] not in filtered, f"{section}[{key}]: filtered name {record['name']} published"
             data = (config.channel_dir / subdir / record_file(section, key, record)).read_bytes()
             assert hashlib.sha256(data).hexdigest() == record["sha256"], f"{section}[{key}]"
             assert len(data) == record["size"]
-    known = {"info", "removed", "repodata_version", "packages", "packages.conda", "v3", "signatures"}
+    known = {"info", "removed", "repodata_version", "packages", "packages.conda", "packages.whl", "v3", "signatures"}
     for key, value in doc.items():
         assert key in known or "sha256" not in json.dumps(value), f"{key} holds records"
     assert "base_url" not in doc["info"]
-    v3 = {fmt: entries for fmt, entries in doc.get("v3", {}).items() if entries}
-    assert _shards_v3(config.channel_dir / subdir) == v3, "the shards' v3 records are not repodata.json's"
+    # The shards hold the same records, except that a file a legacy section names is there only
+    # (rattler's solver refuses a shard naming one file twice).
+    legacy = {*doc["packages"], *doc["packages.conda"]}
+    expected = {
+        section: {key: record for key, record in entries.items() if record_file(section, key, record) not in legacy}
+        for section, entries in record_sections(doc).items()
+        if section not in ("packages", "packages.conda")
+    }
+    expected = {section: entries for section, entries in expected.items() if entries}
+    assert _shards_beyond_legacy(config.channel_dir / subdir) == expected, "the shards' records are not the index's"
     return doc
 
 
-def _shards_v3(folder: Path) -> dict[str, dict[str, Any]]:
-    """The v3 records of every shard of a subdir, digests back in hex."""
+def _shards_beyond_legacy(folder: Path) -> dict[str, dict[str, Any]]:
+    """The records of every shard of a subdir outside the legacy sections, by section, digests in hex."""
     index = read_shard_index((folder / "repodata_shards.msgpack.zst").read_bytes())
     seen: dict[str, dict[str, Any]] = {}
     for name, digest in index["shards"].items():
         shard = read_shard((folder / "shards" / f"{bytes(digest).hex()}.msgpack.zst").read_bytes())
-        for fmt, entries in shard.get("v3", {}).items():
+        for section, entries in record_sections(shard).items():
+            if section in ("packages", "packages.conda"):
+                continue
             for key, record in entries.items():
                 assert record["name"].lower() == name
-                seen.setdefault(fmt, {})[key] = {
+                seen.setdefault(section, {})[key] = {
                     k: bytes(v).hex() if k in ("sha256", "md5") else v for k, v in record.items()
                 }
     return seen

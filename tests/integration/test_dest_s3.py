@@ -26,7 +26,7 @@ from mirror_engine.errors import DestinationError, DestinationRace, UploadRefuse
 from mirror_engine.progress import NullReporter
 from mirror_engine.summary import RunSummary
 from tests.helpers import assert_all_sections_sound, assert_index_sound, make_config, mirror, names
-from tests.integration.test_v3_records import v3_channel
+from tests.integration.test_v3_records import V3_WHEEL, WHEEL, v3_channel
 from tests.s3_server import S3Server, seaweedfs, unique_prefix
 
 BIG = DemoPackage("bigdata", "1.0", "h0_0", payload_size=12_000_000)  # > 11 MB: three parts of 5 MiB
@@ -398,13 +398,15 @@ async def test_v3_records_reach_the_bucket_filtered_and_whole(tmp_path: Path, s3
     await s3.download(f"{prefix}/{remote.dest_channel}/", readback.channel_dir)
     doc = assert_all_sections_sound(readback, "linux-64", upstream, filtered={"gdbm"})
     assert set(doc["v3"]["conda"]) == {"zlib-1.3.1-h5eee18b_0", "ncurses-6.4-h6a678d5_0"}
-    assert set(doc["v3"]["tar.bz2"]) == {"libffi-3.4.4"}
-    assert "packages.whl" not in doc and "whl" not in doc["v3"]
+    assert set(doc["v3"]["tar.bz2"]) == {"libffi-3.4.4-h6a678d5_1"}
+    assert set(doc["packages.whl"]) == {WHEEL} and set(doc["v3"]["whl"]) == {WHEEL[:-4], V3_WHEEL[:-4]}
     objects = await s3.objects(f"{prefix}/{remote.dest_channel}/linux-64/")
-    packages = {key.rsplit("/", 1)[1] for key in objects if key.endswith((".conda", ".tar.bz2"))}
+    packages = {key.rsplit("/", 1)[1] for key in objects if key.endswith((".conda", ".tar.bz2", ".whl"))}
     assert packages == {
         "zlib-1.3.1-h5eee18b_0.conda",
         "ncurses-6.4-h6a678d5_0.conda",
         "libffi-3.4.4-h6a678d5_1.tar.bz2",
         "readline-8.2-h5eee18b_0.conda",
+        WHEEL,
+        V3_WHEEL,
     }
